@@ -1,0 +1,69 @@
+"""pausetls: TLS for gevent servers where every handshake callback may pause.
+
+The core (`Context`, `TLSSocket`, the job runtime in ``pausetls._job``)
+knows no event loop; `TLSServer`, `WSGIServer` and `connect` drive it with
+gevent.
+"""
+
+from __future__ import annotations
+
+from . import _callbacks  # noqa: F401 - registers the extern "Python" callbacks
+from . import constants as _constants
+from ._binding import openssl_version
+from ._job import Job, JobState, Paused, current_job, in_job, pause
+from ._live import live_objects
+from .client import client_context, connect
+from .constants import *  # noqa: F403 - pyOpenSSL-style module constants
+from .context import Context
+from .errors import (
+    CallbackError,
+    CancelledError,
+    ClosedError,
+    ConnectionBusyError,
+    Error,
+    HandshakeError,
+    PauseError,
+    TimeoutError,
+    TLSError,
+    TruncatedStreamError,
+    VerificationError,
+)
+from .gevent_driver import GeventDriver, gevent_driver
+from .server import ServerStats, TLSServer, WSGIServer
+from .tls_socket import TLSSocket
+
+Connection = TLSSocket  # pyOpenSSL's name for the per-connection object
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CallbackError",
+    "CancelledError",
+    "ClosedError",
+    "Connection",
+    "ConnectionBusyError",
+    "Context",
+    "Error",
+    "GeventDriver",
+    "HandshakeError",
+    "Job",
+    "JobState",
+    "PauseError",
+    "Paused",
+    "ServerStats",
+    "TLSError",
+    "TLSServer",
+    "TLSSocket",
+    "TimeoutError",
+    "TruncatedStreamError",
+    "VerificationError",
+    "WSGIServer",
+    "client_context",
+    "connect",
+    "current_job",
+    "gevent_driver",
+    "in_job",
+    "live_objects",
+    "openssl_version",
+    "pause",
+] + [name for name in dir(_constants) if name.isupper()]

@@ -1,0 +1,282 @@
+"""cffi build script: the one place where pausetls declares C.
+
+``setup.py`` names ``pausetls/_build_openssl.py:ffi`` in ``cffi_modules``; the
+result is the extension ``pausetls._openssl`` linked against the *system*
+libssl/libcrypto (OpenSSL >= 3.0).  Set ``PAUSETLS_OPENSSL_PREFIX`` to link
+another OpenSSL installed under that prefix (``include/`` and ``lib64``/``lib``).
+
+Callbacks are ``extern "Python"``: their Python bodies live in
+``pausetls/_callbacks.py`` and are registered with ``ffi.def_extern``.  When a
+Python body raises, cffi returns 0, which is the failure value of every
+callback declared here.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from cffi import FFI
+
+CDEF = r"""
+typedef ... SSL_CTX;
+typedef ... SSL;
+typedef ... SSL_METHOD;
+typedef ... SSL_CIPHER;
+typedef ... SSL_SESSION;
+typedef ... X509;
+typedef ... X509_STORE_CTX;
+typedef ... X509_VERIFY_PARAM;
+typedef ... EVP_PKEY;
+typedef ... BIO;
+typedef ... pausetls_x509_stack;
+typedef ... pem_password_cb;
+
+static const long OPENSSL_VERSION_NUMBER;
+const char *OpenSSL_version(int);
+static const int OPENSSL_VERSION;
+
+static const int SSL_ERROR_NONE;
+static const int SSL_ERROR_SSL;
+static const int SSL_ERROR_WANT_READ;
+static const int SSL_ERROR_WANT_WRITE;
+static const int SSL_ERROR_SYSCALL;
+static const int SSL_ERROR_ZERO_RETURN;
+
+static const int SSL_VERIFY_NONE;
+static const int SSL_VERIFY_PEER;
+static const int SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+static const int SSL_VERIFY_CLIENT_ONCE;
+static const int SSL_VERIFY_POST_HANDSHAKE;
+
+static const int SSL_FILETYPE_PEM;
+static const int SSL_FILETYPE_ASN1;
+
+static const int TLS1_VERSION;
+static const int TLS1_1_VERSION;
+static const int TLS1_2_VERSION;
+static const int TLS1_3_VERSION;
+
+static const uint64_t SSL_OP_ALL;
+static const uint64_t SSL_OP_NO_TICKET;
+static const uint64_t SSL_OP_NO_COMPRESSION;
+static const uint64_t SSL_OP_CIPHER_SERVER_PREFERENCE;
+static const uint64_t SSL_OP_NO_RENEGOTIATION;
+static const uint64_t SSL_OP_NO_TLSv1;
+static const uint64_t SSL_OP_NO_TLSv1_1;
+static const uint64_t SSL_OP_NO_TLSv1_2;
+static const uint64_t SSL_OP_NO_TLSv1_3;
+static const uint64_t SSL_OP_SINGLE_ECDH_USE;
+static const uint64_t SSL_OP_ALLOW_UNSAFE_LEGACY_RENEGOTIATION;
+static const uint64_t SSL_OP_IGNORE_UNEXPECTED_EOF;
+
+static const long SSL_MODE_ENABLE_PARTIAL_WRITE;
+static const long SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER;
+static const long SSL_MODE_AUTO_RETRY;
+static const long SSL_MODE_RELEASE_BUFFERS;
+
+static const int SSL_SENT_SHUTDOWN;
+static const int SSL_RECEIVED_SHUTDOWN;
+
+static const long SSL_SESS_CACHE_OFF;
+static const long SSL_SESS_CACHE_SERVER;
+static const long SSL_SESS_CACHE_CLIENT;
+
+static const int X509_V_OK;
+static const int X509_V_ERR_APPLICATION_VERIFICATION;
+static const int X509_V_ERR_CERT_REJECTED;
+static const unsigned int X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS;
+
+static const int ERR_LIB_SSL;
+static const int SSL_R_UNEXPECTED_EOF_WHILE_READING;
+static const int SSL_R_CERTIFICATE_VERIFY_FAILED;
+
+const SSL_METHOD *TLS_method(void);
+const SSL_METHOD *TLS_server_method(void);
+const SSL_METHOD *TLS_client_method(void);
+
+SSL_CTX *SSL_CTX_new(const SSL_METHOD *);
+void SSL_CTX_free(SSL_CTX *);
+int SSL_CTX_use_certificate_chain_file(SSL_CTX *, const char *);
+int SSL_CTX_use_PrivateKey_file(SSL_CTX *, const char *, int);
+int SSL_CTX_use_certificate(SSL_CTX *, X509 *);
+int SSL_CTX_use_PrivateKey(SSL_CTX *, EVP_PKEY *);
+int SSL_CTX_add_extra_chain_cert(SSL_CTX *, X509 *);
+int SSL_CTX_check_private_key(const SSL_CTX *);
+int SSL_CTX_load_verify_locations(SSL_CTX *, const char *, const char *);
+int SSL_CTX_set_default_verify_paths(SSL_CTX *);
+void SSL_CTX_set_verify(SSL_CTX *, int, int (*)(int, X509_STORE_CTX *));
+void SSL_CTX_set_verify_depth(SSL_CTX *, int);
+int SSL_CTX_get_verify_mode(const SSL_CTX *);
+int SSL_CTX_set_cipher_list(SSL_CTX *, const char *);
+int SSL_CTX_set_ciphersuites(SSL_CTX *, const char *);
+long SSL_CTX_set_min_proto_version(SSL_CTX *, int);
+long SSL_CTX_set_max_proto_version(SSL_CTX *, int);
+uint64_t SSL_CTX_set_options(SSL_CTX *, uint64_t);
+uint64_t SSL_CTX_get_options(const SSL_CTX *);
+long SSL_CTX_set_mode(SSL_CTX *, long);
+int SSL_CTX_set_alpn_protos(SSL_CTX *, const unsigned char *, unsigned int);
+int SSL_CTX_set_session_id_context(SSL_CTX *, const unsigned char *, unsigned int);
+long SSL_CTX_set_timeout(SSL_CTX *, long);
+long SSL_CTX_get_timeout(const SSL_CTX *);
+long SSL_CTX_set_session_cache_mode(SSL_CTX *, long);
+int SSL_CTX_set_ex_data(SSL_CTX *, int, void *);
+void *SSL_CTX_get_ex_data(const SSL_CTX *, int);
+void SSL_CTX_set_alpn_select_cb(SSL_CTX *,
+    int (*)(SSL *, const unsigned char **, unsigned char *,
+            const unsigned char *, unsigned int, void *), void *);
+int SSL_select_next_proto(unsigned char **, unsigned char *,
+    const unsigned char *, unsigned int, const unsigned char *, unsigned int);
+
+SSL *SSL_new(SSL_CTX *);
+void SSL_free(SSL *);
+int SSL_set_fd(SSL *, int);
+void SSL_set_accept_state(SSL *);
+void SSL_set_connect_state(SSL *);
+int SSL_is_server(const SSL *);
+int SSL_do_handshake(SSL *);
+int SSL_is_init_finished(const SSL *);
+int SSL_read_ex(SSL *, void *, size_t, size_t *);
+int SSL_write_ex(SSL *, const void *, size_t, size_t *);
+int SSL_get_error(const SSL *, int);
+int SSL_pending(const SSL *);
+int SSL_shutdown(SSL *);
+int SSL_get_shutdown(const SSL *);
+void SSL_set_shutdown(SSL *, int);
+int SSL_set_ex_data(SSL *, int, void *);
+void *SSL_get_ex_data(const SSL *, int);
+int SSL_get_ex_data_X509_STORE_CTX_idx(void);
+long SSL_set_tlsext_host_name(SSL *, char *);
+const char *SSL_get_servername(const SSL *, const int);
+int SSL_set1_host(SSL *, const char *);
+void SSL_set_hostflags(SSL *, unsigned int);
+X509 *SSL_get1_peer_certificate(const SSL *);
+pausetls_x509_stack *SSL_get_peer_cert_chain(const SSL *);
+const SSL_CIPHER *SSL_get_current_cipher(const SSL *);
+const char *SSL_CIPHER_get_name(const SSL_CIPHER *);
+const char *SSL_CIPHER_get_version(const SSL_CIPHER *);
+int SSL_CIPHER_get_bits(const SSL_CIPHER *, int *);
+const char *SSL_get_version(const SSL *);
+int SSL_version(const SSL *);
+void SSL_get0_alpn_selected(const SSL *, const unsigned char **, unsigned int *);
+int SSL_session_reused(const SSL *);
+long SSL_get_verify_result(const SSL *);
+void SSL_set_verify(SSL *, int, int (*)(int, X509_STORE_CTX *));
+int SSL_get_verify_mode(const SSL *);
+int SSL_renegotiate(SSL *);
+int SSL_renegotiate_pending(const SSL *);
+int SSL_verify_client_post_handshake(SSL *);
+void SSL_set_post_handshake_auth(SSL *, int);
+SSL_CTX *SSL_get_SSL_CTX(const SSL *);
+SSL_CTX *SSL_set_SSL_CTX(SSL *, SSL_CTX *);
+SSL_SESSION *SSL_get1_session(SSL *);
+int SSL_set_session(SSL *, SSL_SESSION *);
+void SSL_SESSION_free(SSL_SESSION *);
+int SSL_SESSION_is_resumable(const SSL_SESSION *);
+SSL_SESSION *d2i_SSL_SESSION(SSL_SESSION **, const unsigned char **, long);
+int i2d_SSL_SESSION(SSL_SESSION *, unsigned char **);
+const unsigned char *SSL_SESSION_get_id(const SSL_SESSION *, unsigned int *);
+size_t SSL_SESSION_get_master_key(const SSL_SESSION *, unsigned char *, size_t);
+
+X509 *X509_STORE_CTX_get_current_cert(const X509_STORE_CTX *);
+int X509_STORE_CTX_get_error(const X509_STORE_CTX *);
+void X509_STORE_CTX_set_error(X509_STORE_CTX *, int);
+int X509_STORE_CTX_get_error_depth(const X509_STORE_CTX *);
+void *X509_STORE_CTX_get_ex_data(const X509_STORE_CTX *, int);
+const char *X509_verify_cert_error_string(long);
+
+X509 *d2i_X509(X509 **, const unsigned char **, long);
+int i2d_X509(X509 *, unsigned char **);
+void X509_free(X509 *);
+EVP_PKEY *d2i_AutoPrivateKey(EVP_PKEY **, const unsigned char **, long);
+void EVP_PKEY_free(EVP_PKEY *);
+
+int sk_X509_num(const pausetls_x509_stack *);
+X509 *sk_X509_value(const pausetls_x509_stack *, int);
+void OPENSSL_free(void *);
+
+unsigned long ERR_get_error_all(const char **, int *, const char **,
+                                const char **, int *);
+unsigned long ERR_peek_error(void);
+void ERR_clear_error(void);
+const char *ERR_reason_error_string(unsigned long);
+const char *ERR_lib_error_string(unsigned long);
+int ERR_GET_LIB(unsigned long);
+int ERR_GET_REASON(unsigned long);
+void pausetls_err_restore(unsigned long, const char *, int, const char *,
+                          const char *);
+
+extern "Python" int pausetls_verify_cb(int, X509_STORE_CTX *);
+extern "Python" int pausetls_alpn_select_cb(SSL *, const unsigned char **,
+    unsigned char *, const unsigned char *, unsigned int, void *);
+"""
+
+SOURCE = r"""
+#include <openssl/opensslv.h>
+#if OPENSSL_VERSION_NUMBER < 0x30000000L
+#error "pausetls needs OpenSSL >= 3.0 headers (Debian 12: apt-get install libssl-dev)"
+#endif
+#include <openssl/ssl.h>
+#include <openssl/err.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <openssl/crypto.h>
+
+typedef STACK_OF(X509) pausetls_x509_stack;
+
+/* Put one saved error back on the queue (ERR_set_error is variadic). */
+static void pausetls_err_restore(unsigned long code, const char *file, int line,
+                                 const char *func, const char *data)
+{
+    ERR_new();
+    ERR_set_debug(file, line, func);
+    if (data != NULL && data[0] != '\0')
+        ERR_set_error(ERR_GET_LIB(code), ERR_GET_REASON(code), "%s", data);
+    else
+        ERR_set_error(ERR_GET_LIB(code), ERR_GET_REASON(code), NULL);
+}
+"""
+
+MISSING_HEADERS = (
+    "pausetls: OpenSSL >= 3.0 development headers not found; install them "
+    "(Debian/Ubuntu: apt-get install libssl-dev; Fedora: dnf install openssl-devel) "
+    "or set PAUSETLS_OPENSSL_PREFIX to an OpenSSL 3 installation."
+)
+
+
+def _link_options() -> dict[str, list[str]]:
+    prefix = os.environ.get("PAUSETLS_OPENSSL_PREFIX")
+    if not prefix:
+        return {"libraries": ["ssl", "crypto"]}
+    libdirs = [path for path in (os.path.join(prefix, "lib64"), os.path.join(prefix, "lib")) if os.path.isdir(path)]
+    return {
+        "libraries": ["ssl", "crypto"],
+        "include_dirs": [os.path.join(prefix, "include")],
+        "library_dirs": libdirs,
+        "runtime_library_dirs": libdirs,
+    }
+
+
+def _check_headers(options: dict[str, list[str]]) -> None:
+    """Stop the build with one clear sentence when the headers are missing or too old."""
+    probe = "#include <openssl/opensslv.h>\n#if OPENSSL_VERSION_NUMBER < 0x30000000L\n#error old\n#endif\n"
+    cc = os.environ.get("CC", "cc")
+    args = [cc, "-E", "-x", "c", "-"] + ["-I" + d for d in options.get("include_dirs", [])]
+    try:
+        result = subprocess.run(args, input=probe, capture_output=True, text=True, check=False)
+    except OSError:
+        return  # no compiler to probe with: let the real build report it
+    if result.returncode != 0:
+        sys.exit(MISSING_HEADERS)
+
+
+_options = _link_options()
+_check_headers(_options)
+
+ffi = FFI()
+ffi.cdef(CDEF)
+ffi.set_source("pausetls._openssl", SOURCE, **_options)
+
+if __name__ == "__main__":
+    ffi.compile(verbose=True)

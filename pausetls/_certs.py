@@ -1,0 +1,111 @@
+"""Certificates and keys crossing between Python objects and this binding's OpenSSL.
+
+Objects never cross between two OpenSSL copies: everything goes through DER.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from OpenSSL import crypto
+
+from ._binding import ffi, lib
+from .errors import Error
+
+CertificateLike = crypto.X509 | x509.Certificate | bytes
+PrivateKeyLike = crypto.PKey | PrivateKeyTypes | bytes
+
+
+def x509_der(ptr: Any) -> bytes:
+    """DER bytes of an ``X509 *`` owned by OpenSSL."""
+    out = ffi.new("unsigned char **")
+    length = lib.i2d_X509(ptr, out)
+    if length <= 0:
+        raise Error("i2d_X509 failed")
+    try:
+        return bytes(ffi.buffer(out[0], length))
+    finally:
+        lib.OPENSSL_free(out[0])
+
+
+def x509_to_pyopenssl(ptr: Any) -> crypto.X509:
+    return crypto.X509.from_cryptography(x509.load_der_x509_certificate(x509_der(ptr)))
+
+
+def certificate_der(cert: CertificateLike) -> bytes:
+    if isinstance(cert, bytes):
+        return cert
+    if isinstance(cert, crypto.X509):
+        cert = cert.to_cryptography()
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def private_key_der(key: PrivateKeyLike) -> bytes:
+    if isinstance(key, bytes):
+        return key
+    if isinstance(key, crypto.PKey):
+        key = key.to_cryptography_key()  # type: ignore[assignment]
+    return key.private_bytes(  # type: ignore[union-attr]
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def new_x509(cert: CertificateLike) -> Any:
+    """A new ``X509 *`` (caller frees it) from any certificate form."""
+    der = certificate_der(cert)
+    ptr = lib.d2i_X509(ffi.NULL, ffi.new("const unsigned char **", ffi.from_buffer(der)), len(der))
+    if ptr == ffi.NULL:
+        raise Error("not a valid DER certificate")
+    return ptr
+
+
+def new_pkey(key: PrivateKeyLike) -> Any:
+    """A new ``EVP_PKEY *`` (caller frees it) from any private-key form."""
+    der = private_key_der(key)
+    ptr = lib.d2i_AutoPrivateKey(ffi.NULL, ffi.new("const unsigned char **", ffi.from_buffer(der)), len(der))
+    if ptr == ffi.NULL:
+        raise Error("not a valid DER private key")
+    return ptr
+
+
+def _name_tuple(name: x509.Name) -> tuple[tuple[tuple[str, str], ...], ...]:
+    return tuple(
+        tuple((getattr(attr.oid, "_name", None) or attr.oid.dotted_string, str(attr.value)) for attr in rdn)
+        for rdn in name.rdns
+    )
+
+
+_GENERAL_NAME_KINDS: dict[type, str] = {
+    x509.DNSName: "DNS",
+    x509.IPAddress: "IP Address",
+    x509.RFC822Name: "email",
+    x509.UniformResourceIdentifier: "URI",
+}
+
+
+def _asn1_time(value: Any) -> str:
+    return f"{value:%b} {value.day:2d} {value:%H:%M:%S %Y} GMT"
+
+
+def peercert_dict(der: bytes) -> dict[str, Any]:
+    """The decoded form `ssl.SSLSocket.getpeercert()` returns, from DER."""
+    cert = x509.load_der_x509_certificate(der)
+    decoded: dict[str, Any] = {
+        "subject": _name_tuple(cert.subject),
+        "issuer": _name_tuple(cert.issuer),
+        "version": cert.version.value + 1,
+        "serialNumber": f"{cert.serial_number:02X}",
+        "notBefore": _asn1_time(cert.not_valid_before_utc),
+        "notAfter": _asn1_time(cert.not_valid_after_utc),
+    }
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return decoded
+    decoded["subjectAltName"] = tuple(
+        (_GENERAL_NAME_KINDS.get(type(name), "othername"), str(name.value)) for name in san
+    )
+    return decoded

@@ -1,0 +1,40 @@
+"""What the core needs from an event loop (or from threads): the driver interface."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ._job import Job
+
+__all__ = ["Driver", "IOWaiter"]
+
+
+class IOWaiter(Protocol):
+    """Waits for one socket's readiness on behalf of one TLS connection."""
+
+    def wait_readable(self, timeout: float | None) -> None:
+        """Block the caller until readable; raise `pausetls.TimeoutError` after *timeout*."""
+
+    def wait_writable(self, timeout: float | None) -> None:
+        """Block the caller until writable; raise `pausetls.TimeoutError` after *timeout*."""
+
+    def close(self) -> None:
+        """Wake every waiter with `pausetls.ClosedError` and release the watchers."""
+
+
+class Driver(Protocol):
+    """How jobs and sockets wait.  gevent and threads implement it; nothing here imports them."""
+
+    name: str
+
+    def wait(self, waitable: Any, timeout: float | None) -> Any:
+        """Block the current job until *waitable* is ready (see `Waiter`)."""
+
+    def io_waiter(self, sock: Any) -> IOWaiter:
+        """A waiter for *sock*'s file descriptor."""
+
+    def cancel(self, job: Job, exc: BaseException, timeout: float | None) -> bool:
+        """Raise *exc* where *job* is paused and wait until its C call has returned.
+
+        Returns False if it had not returned within *timeout*.
+        """

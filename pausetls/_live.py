@@ -1,0 +1,23 @@
+"""Live-object counters: how many SSL objects, TLS sockets, contexts and jobs exist now.
+
+Tests assert they return to zero; servers expose them as metrics.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+_live: Counter[str] = Counter()
+
+
+def acquire(kind: str) -> None:
+    _live[kind] += 1
+
+
+def release(kind: str) -> None:
+    _live[kind] -= 1
+
+
+def live_objects() -> dict[str, int]:
+    """A snapshot of the counters: ``ssl``, ``tls_sockets``, ``contexts``, ``jobs``."""
+    return {kind: _live[kind] for kind in ("ssl", "tls_sockets", "contexts", "jobs")}

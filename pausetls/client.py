@@ -1,0 +1,67 @@
+"""`connect()`: a gevent TLS client whose handshake callbacks may pause."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gevent import socket as gsocket
+
+from .constants import TLS1_2_VERSION, TLS_CLIENT_METHOD, VERIFY_PEER
+from .context import Context
+from .gevent_driver import gevent_driver
+from .tls_socket import TLSSocket
+
+__all__ = ["connect", "client_context"]
+
+
+def client_context(cafile: str | None = None) -> Context:
+    """A client Context with safe defaults: verification on, TLS >= 1.2, system CAs or *cafile*."""
+    context = Context(TLS_CLIENT_METHOD)
+    context.set_min_proto_version(TLS1_2_VERSION)
+    context.set_verify(VERIFY_PEER)
+    if cafile is None:
+        context.set_default_verify_paths()
+    else:
+        context.load_verify_locations(cafile)
+    return context
+
+
+def connect(
+    address: tuple[str, int],
+    context: Context | None = None,
+    *,
+    server_hostname: str | None = None,
+    timeout: float | None = None,
+    source_address: Any = None,
+    suppress_ragged_eofs: bool = True,
+) -> TLSSocket:
+    """Open a TCP connection to *address* and complete a TLS handshake.
+
+    With *server_hostname* the client sends SNI and, when the context
+    verifies, checks the certificate's names against it.  Without a context
+    the default is `client_context()` (verification against the system CAs),
+    and *server_hostname* defaults to the host of *address*.
+    """
+    if context is None:
+        context = client_context()
+        if server_hostname is None:
+            server_hostname = address[0]
+    sock = gsocket.create_connection(address, timeout=timeout, source_address=source_address)
+    try:
+        tls = TLSSocket(
+            context,
+            sock,
+            server_side=False,
+            driver=gevent_driver,
+            server_hostname=server_hostname,
+            suppress_ragged_eofs=suppress_ragged_eofs,
+        )
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        tls.do_handshake()
+    except BaseException:
+        tls.close()
+        raise
+    return tls

@@ -1,0 +1,249 @@
+"""`Context`: an ``SSL_CTX`` with pyOpenSSL's method names and callback signatures."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from OpenSSL import crypto
+
+from . import _live
+from ._binding import drain_error_queue, ffi, lib
+from ._certs import CertificateLike, PrivateKeyLike, new_pkey, new_x509
+from .constants import FILETYPE_PEM, TLS_CLIENT_METHOD, TLS_METHOD, TLS_SERVER_METHOD
+from .errors import Error
+
+if TYPE_CHECKING:
+    from .tls_socket import TLSSocket
+
+__all__ = ["Context", "VerifyCallback", "AlpnSelectCallback", "DEFAULT_SESSION_ID"]
+
+VerifyCallback = Callable[["TLSSocket", crypto.X509, int, int, int], bool]
+"""``callback(conn, x509, errnum, errdepth, ok) -> bool``; may block on the event loop."""
+
+AlpnSelectCallback = Callable[["TLSSocket", list[bytes]], "bytes | None"]
+"""``callback(conn, offered) -> protocol``; None means no overlap (the handshake fails)."""
+
+DEFAULT_SESSION_ID = b"pausetls"
+"""Session id context set on every new Context, so a server that verifies
+clients can resume sessions; pick your own per policy with `set_session_id`."""
+
+_METHODS = {
+    TLS_METHOD: lib.TLS_method,
+    TLS_SERVER_METHOD: lib.TLS_server_method,
+    TLS_CLIENT_METHOD: lib.TLS_client_method,
+}
+
+_EX_DATA_INDEX = 0  # the "app data" slot of SSL_CTX
+
+
+def _check(ok: int, what: str) -> None:
+    if ok <= 0:
+        raise Error(what, drain_error_queue())
+
+
+def _path(value: str | bytes | os.PathLike[Any]) -> bytes:
+    return os.fsencode(value)
+
+
+def context_of(ptr: Any) -> Context | None:
+    """The Context that owns an ``SSL_CTX *``."""
+    handle = lib.SSL_CTX_get_ex_data(ptr, _EX_DATA_INDEX)
+    return None if handle == ffi.NULL else ffi.from_handle(handle)
+
+
+class Context:
+    """Settings shared by many TLS connections (an ``SSL_CTX``).
+
+    Server contexts get a session id context (`DEFAULT_SESSION_ID`), release
+    idle buffers (``SSL_MODE_RELEASE_BUFFERS``) and refuse compression.
+    """
+
+    def __init__(self, method: int = TLS_METHOD) -> None:
+        try:
+            method_fn = _METHODS[method]
+        except KeyError:
+            raise ValueError(
+                f"unknown method {method!r}: use TLS_METHOD, TLS_SERVER_METHOD or TLS_CLIENT_METHOD"
+            ) from None
+        lib.ERR_clear_error()
+        ptr = lib.SSL_CTX_new(method_fn())
+        if ptr == ffi.NULL:
+            raise Error("SSL_CTX_new failed", drain_error_queue())
+        self._ctx = ffi.gc(ptr, _free_ctx)
+        _live.acquire("contexts")
+        self._handle = ffi.new_handle(self)
+        lib.SSL_CTX_set_ex_data(self._ctx, _EX_DATA_INDEX, self._handle)
+        self._verify_callback: VerifyCallback | None = None
+        self._alpn_select_callback: AlpnSelectCallback | None = None
+        self._app_data: Any = None
+        lib.SSL_CTX_set_options(self._ctx, lib.SSL_OP_NO_COMPRESSION)
+        lib.SSL_CTX_set_mode(self._ctx, lib.SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | lib.SSL_MODE_RELEASE_BUFFERS)
+        self.set_session_id(DEFAULT_SESSION_ID)
+
+    # -- certificates and keys -------------------------------------------
+
+    def use_certificate_chain_file(self, certfile: str | bytes | os.PathLike[Any]) -> None:
+        _check(
+            lib.SSL_CTX_use_certificate_chain_file(self._ctx, _path(certfile)),
+            f"cannot load certificate chain {certfile!s}",
+        )
+
+    def use_certificate_file(self, certfile: str | bytes | os.PathLike[Any], filetype: int = FILETYPE_PEM) -> None:
+        # a leaf-only load is the chain load of a one-certificate file in PEM
+        if filetype != FILETYPE_PEM:
+            with open(certfile, "rb") as f:
+                self.use_certificate(f.read())
+            return
+        self.use_certificate_chain_file(certfile)
+
+    def use_privatekey_file(self, keyfile: str | bytes | os.PathLike[Any], filetype: int = FILETYPE_PEM) -> None:
+        _check(
+            lib.SSL_CTX_use_PrivateKey_file(self._ctx, _path(keyfile), filetype), f"cannot load private key {keyfile!s}"
+        )
+
+    def use_certificate(self, cert: CertificateLike) -> None:
+        """Use *cert* (pyOpenSSL ``X509``, cryptography ``Certificate`` or DER)."""
+        ptr = new_x509(cert)
+        try:
+            _check(lib.SSL_CTX_use_certificate(self._ctx, ptr), "cannot use certificate")
+        finally:
+            lib.X509_free(ptr)
+
+    def add_extra_chain_cert(self, cert: CertificateLike) -> None:
+        ptr = new_x509(cert)  # the context takes ownership on success
+        if lib.SSL_CTX_add_extra_chain_cert(self._ctx, ptr) <= 0:
+            lib.X509_free(ptr)
+            raise Error("cannot add chain certificate", drain_error_queue())
+
+    def use_privatekey(self, pkey: PrivateKeyLike) -> None:
+        """Use *pkey* (pyOpenSSL ``PKey``, cryptography private key or DER)."""
+        ptr = new_pkey(pkey)
+        try:
+            _check(lib.SSL_CTX_use_PrivateKey(self._ctx, ptr), "cannot use private key")
+        finally:
+            lib.EVP_PKEY_free(ptr)
+
+    def check_privatekey(self) -> None:
+        _check(lib.SSL_CTX_check_private_key(self._ctx), "private key does not match the certificate")
+
+    # -- verification ----------------------------------------------------
+
+    def load_verify_locations(
+        self, cafile: str | bytes | os.PathLike[Any] | None, capath: str | bytes | os.PathLike[Any] | None = None
+    ) -> None:
+        if cafile is None and capath is None:
+            raise ValueError("give cafile, capath or both")
+        _check(
+            lib.SSL_CTX_load_verify_locations(
+                self._ctx,
+                ffi.NULL if cafile is None else _path(cafile),
+                ffi.NULL if capath is None else _path(capath),
+            ),
+            "cannot load verify locations",
+        )
+
+    def set_default_verify_paths(self) -> None:
+        _check(lib.SSL_CTX_set_default_verify_paths(self._ctx), "cannot set default verify paths")
+
+    def set_verify(self, mode: int, callback: VerifyCallback | None = None) -> None:
+        """Set the verify mode, and optionally ``callback(conn, x509, errnum, errdepth, ok)``.
+
+        The callback runs once per certificate of the chain and may block on
+        the event loop (it pauses the handshake).  True accepts this
+        certificate, False rejects it; an exception rejects it too, and is
+        re-raised from the handshake.  Fails closed.
+        """
+        if callback is not None and not callable(callback):
+            raise TypeError("callback must be callable")
+        self._verify_callback = callback
+        cb = ffi.NULL if callback is None else lib.pausetls_verify_cb
+        lib.SSL_CTX_set_verify(self._ctx, mode, cb)
+
+    def get_verify_mode(self) -> int:
+        return int(lib.SSL_CTX_get_verify_mode(self._ctx))
+
+    def get_verify_callback(self) -> VerifyCallback | None:
+        return self._verify_callback
+
+    def set_verify_depth(self, depth: int) -> None:
+        lib.SSL_CTX_set_verify_depth(self._ctx, depth)
+
+    # -- protocol --------------------------------------------------------
+
+    def set_cipher_list(self, ciphers: str | bytes) -> None:
+        """TLS 1.2 and older cipher list (OpenSSL syntax)."""
+        _check(lib.SSL_CTX_set_cipher_list(self._ctx, _text(ciphers)), f"no cipher matches {ciphers!r}")
+
+    def set_ciphersuites(self, ciphersuites: str | bytes) -> None:
+        """TLS 1.3 cipher suites (``TLS_AES_128_GCM_SHA256:...``)."""
+        _check(
+            lib.SSL_CTX_set_ciphersuites(self._ctx, _text(ciphersuites)), f"bad TLS 1.3 ciphersuites {ciphersuites!r}"
+        )
+
+    def set_min_proto_version(self, version: int) -> None:
+        _check(lib.SSL_CTX_set_min_proto_version(self._ctx, version), f"bad protocol version {version!r}")
+
+    def set_max_proto_version(self, version: int) -> None:
+        _check(lib.SSL_CTX_set_max_proto_version(self._ctx, version), f"bad protocol version {version!r}")
+
+    def set_options(self, options: int) -> int:
+        """Add option bits (``OP_*``); returns the options now in force."""
+        return int(lib.SSL_CTX_set_options(self._ctx, options))
+
+    def get_options(self) -> int:
+        return int(lib.SSL_CTX_get_options(self._ctx))
+
+    def set_mode(self, mode: int) -> int:
+        """Add mode bits (``MODE_*``); returns the mode now in force."""
+        return int(lib.SSL_CTX_set_mode(self._ctx, mode))
+
+    def set_alpn_protos(self, protos: Sequence[bytes]) -> None:
+        """Protocols a client offers, in order of preference."""
+        wire = b"".join(bytes([len(p)]) + p for p in protos)
+        if any(not 0 < len(p) < 256 for p in protos):
+            raise ValueError("each ALPN protocol must be 1 to 255 bytes")
+        # SSL_CTX_set_alpn_protos returns 0 on success
+        if lib.SSL_CTX_set_alpn_protos(self._ctx, wire, len(wire)) != 0:
+            raise Error("cannot set ALPN protocols", drain_error_queue())
+
+    def set_alpn_select_callback(self, callback: AlpnSelectCallback) -> None:
+        """Server: ``callback(conn, offered_protocols) -> chosen`` (may block on the loop)."""
+        self._alpn_select_callback = callback
+        lib.SSL_CTX_set_alpn_select_cb(self._ctx, lib.pausetls_alpn_select_cb, ffi.NULL)
+
+    # -- sessions --------------------------------------------------------
+
+    def set_session_id(self, buf: bytes) -> None:
+        """Session id context: sessions resume only on contexts with the same one."""
+        if len(buf) > 32:
+            raise ValueError("session id context is at most 32 bytes")
+        _check(lib.SSL_CTX_set_session_id_context(self._ctx, buf, len(buf)), "cannot set session id context")
+
+    def set_timeout(self, timeout: int) -> int:
+        """Session lifetime in seconds; returns the previous one."""
+        return int(lib.SSL_CTX_set_timeout(self._ctx, timeout))
+
+    def get_timeout(self) -> int:
+        return int(lib.SSL_CTX_get_timeout(self._ctx))
+
+    def set_session_cache_mode(self, mode: int) -> int:
+        return int(lib.SSL_CTX_set_session_cache_mode(self._ctx, mode))
+
+    # -- application data ------------------------------------------------
+
+    def set_app_data(self, data: Any) -> None:
+        self._app_data = data
+
+    def get_app_data(self) -> Any:
+        return self._app_data
+
+
+def _text(value: str | bytes) -> bytes:
+    return value.encode("ascii") if isinstance(value, str) else value
+
+
+def _free_ctx(ptr: Any) -> None:
+    lib.SSL_CTX_free(ptr)
+    _live.release("contexts")

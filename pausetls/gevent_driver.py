@@ -1,0 +1,76 @@
+"""The gevent driver: jobs pause by switching to the gevent hub.
+
+A job runs inline in the calling greenlet, so any plain gevent blocking call
+inside a callback (``gevent.sleep``, a gevent socket, ``AsyncResult.get()``)
+pauses the handshake with no pausetls API at all; `pausetls.pause` works too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gevent
+from gevent.event import Event
+from gevent.hub import get_hub
+from gevent.socket import wait as _wait_watcher
+
+from ._job import Job
+from .errors import ClosedError, TimeoutError
+
+__all__ = ["GeventDriver", "gevent_driver"]
+
+
+class _GeventIO:
+    """Read and write watchers on one file descriptor, created once per connection."""
+
+    __slots__ = ("_hub", "_read", "_write")
+
+    def __init__(self, fd: int) -> None:
+        self._hub = get_hub()
+        self._read = self._hub.loop.io(fd, 1)
+        self._write = self._hub.loop.io(fd, 2)
+
+    def wait_readable(self, timeout: float | None) -> None:
+        _wait_watcher(self._read, timeout, TimeoutError("timed out"))
+
+    def wait_writable(self, timeout: float | None) -> None:
+        _wait_watcher(self._write, timeout, TimeoutError("timed out"))
+
+    def close(self) -> None:
+        for watcher in (self._read, self._write):
+            if watcher.callback is not None:  # a greenlet waits on it: wake it with an error
+                self._hub.cancel_wait(watcher, ClosedError("TLS socket was closed in another greenlet"))
+            watcher.close()
+
+
+class GeventDriver:
+    """Waits on the gevent hub."""
+
+    name = "gevent"
+
+    def wait(self, waitable: Any, timeout: float | None) -> Any:
+        """Wait for an AsyncResult/Future-like (``get``), an Event-like (``wait``) or a Greenlet."""
+        if hasattr(waitable, "get") and hasattr(waitable, "ready"):
+            try:
+                return waitable.get(timeout=timeout)
+            except gevent.Timeout as exc:
+                raise TimeoutError("pause timed out") from exc
+        if not gevent.wait([waitable], timeout=timeout):
+            raise TimeoutError("pause timed out")
+        return getattr(waitable, "value", None)
+
+    def io_waiter(self, sock: Any) -> _GeventIO:
+        return _GeventIO(sock.fileno())
+
+    def cancel(self, job: Job, exc: BaseException, timeout: float | None) -> bool:
+        if job.done:
+            return True
+        finished = Event()
+        job.add_finish_callback(lambda _job: finished.set())
+        assert job.greenlet is not None
+        # what gevent.kill does: raise in the paused greenlet from the hub
+        get_hub().loop.run_callback(job.greenlet.throw, exc)
+        return bool(finished.wait(timeout))
+
+
+gevent_driver = GeventDriver()

@@ -1,0 +1,176 @@
+"""`TLSServer`: gevent's `StreamServer` with a pausable TLS handshake in front of the handler."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import gevent
+from gevent.pool import Pool
+from gevent.pywsgi import WSGIServer as _PyWSGIServer
+from gevent.server import StreamServer
+
+from .context import Context
+from .errors import CallbackError, VerificationError
+from .gevent_driver import gevent_driver
+from .tls_socket import TLSSocket
+
+__all__ = ["TLSServer", "WSGIServer", "ServerStats"]
+
+log = logging.getLogger("pausetls.server")
+
+Handler = Callable[[TLSSocket, Any], Any]
+
+
+@dataclass
+class ServerStats:
+    """Counters a server keeps; read them as ``server.stats``."""
+
+    accepted: int = 0
+    handshakes_completed: int = 0
+    handshakes_failed: int = 0
+    handshakes_timed_out: int = 0
+    handshakes_cancelled: int = 0
+    verification_failures: int = 0
+    callback_errors: int = 0
+    resumed: int = 0
+    handshaking: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class _HandshakeTimeout(gevent.Timeout):
+    """The server's own handshake deadline (distinct from any timeout a callback uses)."""
+
+
+class TLSServer(StreamServer):
+    """A gevent `StreamServer` whose ``handle(tls_socket, address)`` runs after a TLS handshake.
+
+    The handshake runs in the connection's greenlet, so callbacks may block on
+    gevent while every other connection goes on.  A failed handshake is one
+    log line and a counter in `stats`, never an exception in the server.
+    ``stop(timeout)`` cancels paused handshakes at once, then gives
+    established connections *timeout* to finish before killing them (they are
+    closed with close_notify).
+    """
+
+    #: seconds a client has to complete its handshake (callback pauses included)
+    handshake_timeout: float | None = 30.0
+
+    def __init__(
+        self,
+        listener: Any,
+        handle: Handler | None = None,
+        context: Context | None = None,
+        *,
+        handshake_timeout: float | None = 30.0,
+        backlog: int | None = None,
+        spawn: Any = "default",
+    ) -> None:
+        if context is None:
+            raise TypeError("TLSServer needs a server Context (with a certificate and key)")
+        # a pool by default, so stop() can find and end every connection greenlet
+        super().__init__(listener, handle=handle, backlog=backlog, spawn=Pool() if spawn == "default" else spawn)
+        self._init_tls(context, handshake_timeout)
+
+    def _init_tls(self, context: Context, handshake_timeout: float | None) -> None:
+        self.context = context
+        self.handshake_timeout = handshake_timeout
+        self.stats = ServerStats()
+        self._handshaking: set[gevent.Greenlet] = set()
+
+    @property
+    def ssl_enabled(self) -> bool:
+        return True
+
+    def init_socket(self) -> None:
+        super().init_socket()
+        self._handle = self._handshake_and_handle
+
+    def _handshake_and_handle(self, sock: Any, address: Any) -> Any:
+        self.stats.accepted += 1
+        tls = TLSSocket(self.context, sock, server_side=True, driver=gevent_driver)
+        try:
+            if not self._handshake(tls, address):
+                return None
+            return self.handle(tls, address)
+        finally:
+            tls.close()
+
+    def _handshake(self, tls: TLSSocket, address: Any) -> bool:
+        """Run the handshake under the server's deadline; False (logged, counted) if it failed."""
+        current = gevent.getcurrent()
+        self._handshaking.add(current)
+        self.stats.handshaking += 1
+        timeout = _HandshakeTimeout(self.handshake_timeout)
+        timeout.start()
+        try:
+            tls.do_handshake()
+        except _HandshakeTimeout as exc:
+            if exc is not timeout:
+                raise
+            self._handshake_failed(address, "handshake timed out", "handshakes_timed_out")
+            return False
+        except gevent.GreenletExit:
+            self._handshake_failed(address, "handshake cancelled (server stopping)", "handshakes_cancelled")
+            raise
+        except CallbackError as exc:
+            self._handshake_failed(address, str(exc), "callback_errors")
+            return False
+        except VerificationError as exc:
+            self._handshake_failed(address, str(exc), "verification_failures")
+            return False
+        except Exception as exc:  # noqa: BLE001 - any TLS or socket failure ends this connection only
+            self._handshake_failed(address, f"{type(exc).__name__}: {exc}", None)
+            return False
+        finally:
+            timeout.close()
+            self.stats.handshaking -= 1
+            self._handshaking.discard(current)
+        self.stats.handshakes_completed += 1
+        if tls.session_reused:
+            self.stats.resumed += 1
+        return True
+
+    def _handshake_failed(self, address: Any, reason: str, counter: str | None) -> None:
+        self.stats.handshakes_failed += 1
+        if counter:
+            setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+        log.info("TLS handshake failed: peer=%s reason=%s", _peer(address), reason)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop accepting; cancel paused handshakes now; give the rest *timeout* seconds."""
+        self.close()
+        if self._handshaking:
+            gevent.killall(list(self._handshaking), block=True, timeout=5)
+        super().stop(timeout)
+
+
+class WSGIServer(TLSServer, _PyWSGIServer):
+    """``gevent.pywsgi.WSGIServer`` over pausetls: ``WSGIServer(listener, app, context=ctx)``."""
+
+    def __init__(
+        self,
+        listener: Any,
+        application: Any = None,
+        context: Context | None = None,
+        *,
+        handshake_timeout: float | None = 30.0,
+        **pywsgi_kwargs: Any,
+    ) -> None:
+        if context is None:
+            raise TypeError("WSGIServer needs a server Context (with a certificate and key)")
+        pywsgi_kwargs.setdefault("spawn", Pool())
+        _PyWSGIServer.__init__(self, listener, application, **pywsgi_kwargs)
+        self._init_tls(context, handshake_timeout)
+        self.environ["wsgi.url_scheme"] = "https"
+
+
+def _peer(address: Any) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = address[0]
+        return f"[{host}]:{address[1]}" if ":" in str(host) else f"{host}:{address[1]}"
+    return str(address)

@@ -1,0 +1,562 @@
+"""`TLSSocket`: one TLS connection over a socket, driven by a `Driver`.
+
+It speaks two dialects on one object: the parts of `ssl.SSLSocket` that
+handlers and ``gevent.pywsgi`` use (``recv``/``sendall``/``makefile``/
+``getpeercert``/...) and pyOpenSSL's ``Connection`` names
+(``do_handshake``/``get_peer_certificate``/``set_context``/...), so the same
+object is handed to callbacks as ``conn``.
+
+One retry loop (`TLSSocket._retry`) drives every OpenSSL call: it runs the
+call as a `Job` (which may pause inside a callback), and when OpenSSL answers
+WANT_READ or WANT_WRITE it waits for the socket through the driver and calls
+again with the same arguments.  That covers ``SSL_write`` wanting a read and
+``SSL_read`` wanting a write (renegotiation, key update, post-handshake auth),
+and retrying a write with the same buffer.  ``SSL_pending`` bytes are read
+without waiting, because OpenSSL answers them without WANT_READ.
+
+While a job is inside OpenSSL (maybe paused), the SSL object belongs to it:
+any other call raises `ConnectionBusyError`, and ``close()`` from elsewhere
+cancels the job and waits for the C call to unwind before freeing anything.
+"""
+
+from __future__ import annotations
+
+import os
+import socket as _socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from greenlet import getcurrent
+from OpenSSL import crypto
+
+from . import _live
+from ._binding import ErrorEntry, drain_error_queue, ffi, lib
+from ._certs import peercert_dict, x509_der, x509_to_pyopenssl
+from ._driver import Driver
+from ._job import Job
+from .context import Context, VerifyCallback
+from .errors import (
+    CallbackError,
+    CancelledError,
+    ClosedError,
+    ConnectionBusyError,
+    Error,
+    HandshakeError,
+    TimeoutError,
+    TLSError,
+    TruncatedStreamError,
+    VerificationError,
+)
+
+__all__ = ["TLSSocket", "connection_of"]
+
+_EX_DATA_INDEX = 0  # the "app data" slot of SSL
+_allocate = ffi.new_allocator(should_clear_after_alloc=False)
+_OK, _WANT_READ, _WANT_WRITE = lib.SSL_ERROR_NONE, lib.SSL_ERROR_WANT_READ, lib.SSL_ERROR_WANT_WRITE
+_ZERO_RETURN, _SYSCALL, _SSL = lib.SSL_ERROR_ZERO_RETURN, lib.SSL_ERROR_SYSCALL, lib.SSL_ERROR_SSL
+
+
+def connection_of(ssl: Any) -> TLSSocket | None:
+    """The TLSSocket that owns an ``SSL *`` (for callbacks)."""
+    handle = lib.SSL_get_ex_data(ssl, _EX_DATA_INDEX)
+    return None if handle == ffi.NULL else ffi.from_handle(handle)
+
+
+def _free_ssl(ptr: Any) -> None:
+    lib.SSL_free(ptr)
+    _live.release("ssl")
+
+
+class _Outcome:
+    """What one finished OpenSSL call reported, read before anything else can touch the queue."""
+
+    __slots__ = ("errno", "error", "queue", "ret")
+
+    def __init__(self, ret: int, error: int, err_no: int, queue: list[ErrorEntry]) -> None:
+        self.ret = ret
+        self.error = error
+        self.errno = err_no
+        self.queue = queue
+
+    def is_unexpected_eof(self) -> bool:
+        if self.error == _SYSCALL and not self.queue and self.errno == 0:
+            return True
+        return any(
+            lib.ERR_GET_LIB(e.code) == lib.ERR_LIB_SSL
+            and lib.ERR_GET_REASON(e.code) == lib.SSL_R_UNEXPECTED_EOF_WHILE_READING
+            for e in self.queue
+        )
+
+
+class TLSSocket:
+    """A TLS connection over *sock*; not connected to the peer until `do_handshake`."""
+
+    def __init__(
+        self,
+        context: Context,
+        sock: Any,
+        *,
+        server_side: bool,
+        driver: Driver,
+        server_hostname: str | None = None,
+        suppress_ragged_eofs: bool = True,
+    ) -> None:
+        self._context = context
+        self._sock = sock
+        self._driver = driver
+        self.server_side = server_side
+        self.server_hostname = server_hostname
+        self.suppress_ragged_eofs = suppress_ragged_eofs
+        self._timeout: float | None = sock.gettimeout()
+        self._job: Job | None = None
+        self._closed = False
+        self._close_after_job = False
+        self._io_refs = 0
+        self._verify_callback: VerifyCallback | None = None
+        self._app_data: Any = None
+        self._nread = ffi.new("size_t *")
+        self._nwritten = ffi.new("size_t *")
+        self._handle = ffi.new_handle(self)
+        self.handshake_done = False
+
+        sock.setblocking(False)
+        lib.ERR_clear_error()
+        ptr = lib.SSL_new(context._ctx)
+        if ptr == ffi.NULL:
+            raise Error("SSL_new failed", drain_error_queue())
+        _live.acquire("ssl")
+        self._ssl: Any = ffi.gc(ptr, _free_ssl)
+        lib.SSL_set_ex_data(self._ssl, _EX_DATA_INDEX, self._handle)
+        if not lib.SSL_set_fd(self._ssl, sock.fileno()):
+            self._free_ssl()
+            raise Error("SSL_set_fd failed", drain_error_queue())
+        self._io = driver.io_waiter(sock)
+        _live.acquire("tls_sockets")
+        if server_side:
+            lib.SSL_set_accept_state(self._ssl)
+        else:
+            lib.SSL_set_connect_state(self._ssl)
+            if server_hostname:
+                self._set_server_hostname(server_hostname)
+
+    def _set_server_hostname(self, hostname: str) -> None:
+        name = hostname.encode("idna")
+        if not _is_ip_address(hostname):
+            lib.SSL_set_tlsext_host_name(self._ssl, name)
+        if self._context.get_verify_mode() & lib.SSL_VERIFY_PEER:
+            # checked by OpenSSL during verification (X509_VERIFY_PARAM_set1_host)
+            lib.SSL_set_hostflags(self._ssl, lib.X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS)
+            if not lib.SSL_set1_host(self._ssl, name):
+                raise Error(f"cannot check host name {hostname!r}", drain_error_queue())
+
+    # -- the one retry loop ----------------------------------------------
+
+    def _call(self, fn: Callable[..., int], *args: Any) -> _Outcome:
+        """Run ``fn(ssl, *args)`` once as a job; re-raise what its callbacks raised."""
+        if self._job is not None:
+            raise ConnectionBusyError(
+                "this TLS connection is inside an OpenSSL call started elsewhere (a paused callback); "
+                "wait for it to finish"
+            )
+        ssl = self._ssl
+        if ssl is None:
+            raise ClosedError()
+        job = Job(fn, ssl, *args, owner=self)
+        self._job = job
+        try:
+            ret = job.run_inline(self._driver.wait)
+            err_no = ffi.errno
+            error = _OK if ret > 0 else lib.SSL_get_error(ssl, ret)
+            queue = drain_error_queue() if error in (_SSL, _SYSCALL) else []
+        finally:
+            self._job = None
+            if self._close_after_job:
+                self._real_close()
+        if job.exception is not None:
+            _raise_from_callback(job)
+        return _Outcome(ret, error, err_no, queue)
+
+    def _retry(self, fn: Callable[..., int], *args: Any) -> _Outcome:
+        """Call until OpenSSL stops asking for socket readiness; honours the socket timeout."""
+        deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        while True:
+            outcome = self._call(fn, *args)
+            if outcome.error == _WANT_READ:
+                self._io.wait_readable(_remaining(deadline))
+            elif outcome.error == _WANT_WRITE:
+                self._io.wait_writable(_remaining(deadline))
+            else:
+                return outcome
+
+    def _failure(self, outcome: _Outcome, during: str) -> BaseException:
+        """The exception for a failed call: verification, truncation, OS error or TLS error."""
+        if outcome.error == _SYSCALL and outcome.errno:
+            return OSError(outcome.errno, f"{during}: {os.strerror(outcome.errno)}")
+        if outcome.is_unexpected_eof():
+            message = f"{during}: peer closed the connection without close_notify"
+            if not self.handshake_done:
+                return HandshakeError(message, outcome.queue)
+            return TruncatedStreamError(message, outcome.queue)
+        if outcome.error == _ZERO_RETURN:
+            return HandshakeError(f"{during}: peer sent close_notify", outcome.queue)
+        verify_result = lib.SSL_get_verify_result(self._ssl) if self._ssl is not None else 0
+        if verify_result != lib.X509_V_OK and any(
+            lib.ERR_GET_REASON(e.code) == lib.SSL_R_CERTIFICATE_VERIFY_FAILED for e in outcome.queue
+        ):
+            text = ffi.string(lib.X509_verify_cert_error_string(verify_result)).decode()
+            return VerificationError(during, outcome.queue, int(verify_result), text)
+        family = TLSError if self.handshake_done else HandshakeError
+        return family(during, outcome.queue)
+
+    # -- handshake -------------------------------------------------------
+
+    def do_handshake(self) -> None:
+        """Run (or finish) the handshake; callbacks inside may pause."""
+        outcome = self._retry(lib.SSL_do_handshake)
+        if outcome.error != _OK:
+            raise self._failure(outcome, "handshake failed")
+        self.handshake_done = True
+
+    def _ensure_handshake(self) -> None:
+        if not self.handshake_done:
+            self.do_handshake()
+
+    def renegotiate(self) -> bool:
+        """TLS 1.2: schedule a renegotiation (sent by the next `do_handshake`, read or write)."""
+        return bool(lib.SSL_renegotiate(self._live_ssl()))
+
+    def renegotiate_pending(self) -> bool:
+        return bool(lib.SSL_renegotiate_pending(self._live_ssl()))
+
+    def verify_client_post_handshake(self) -> None:
+        """TLS 1.3 server: request a client certificate now (the client must offer post-handshake auth)."""
+        if not lib.SSL_verify_client_post_handshake(self._live_ssl()):
+            raise TLSError("cannot request post-handshake authentication", drain_error_queue())
+
+    def request_client_certificate(self, callback: VerifyCallback | None = None) -> None:
+        """Ask an established client for a certificate: TLS 1.2 renegotiation or TLS 1.3 post-handshake auth.
+
+        The request goes out at once; the certificate is processed (and
+        *callback* runs, pausing as usual) inside the next read.
+        """
+        mode = lib.SSL_VERIFY_PEER | lib.SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+        self.set_verify(mode, callback or self._verify_callback or self._context.get_verify_callback())
+        if lib.SSL_version(self._live_ssl()) >= lib.TLS1_3_VERSION:
+            self.verify_client_post_handshake()
+        elif not self.renegotiate():
+            raise TLSError("cannot start renegotiation", drain_error_queue())
+        self.do_handshake()
+
+    # -- reading ---------------------------------------------------------
+
+    def _read_into(self, cbuf: Any, nbytes: int) -> int:
+        if nbytes <= 0:
+            return 0
+        self._ensure_handshake()
+        outcome = self._retry(lib.SSL_read_ex, cbuf, nbytes, self._nread)
+        if outcome.error == _OK:
+            return int(self._nread[0])
+        if outcome.error == _ZERO_RETURN:
+            return 0
+        if outcome.is_unexpected_eof() and self.suppress_ragged_eofs:
+            return 0
+        raise self._failure(outcome, "read failed")
+
+    def recv(self, bufsize: int = 1024, flags: int = 0) -> bytes:
+        """Up to *bufsize* bytes; b"" at end of stream."""
+        _no_flags(flags)
+        cbuf = _allocate("char[]", max(bufsize, 1))
+        return bytes(ffi.buffer(cbuf, self._read_into(cbuf, bufsize)))
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        _no_flags(flags)
+        cbuf = ffi.from_buffer(buffer, require_writable=True)
+        return self._read_into(cbuf, nbytes or len(cbuf))
+
+    def read(self, len: int = 1024, buffer: Any = None) -> Any:  # noqa: A002 - ssl.SSLSocket's name
+        if buffer is not None:
+            return self.recv_into(buffer, len)
+        return self.recv(len)
+
+    def pending(self) -> int:
+        """Decrypted bytes OpenSSL holds that ``select`` cannot see."""
+        return 0 if self._ssl is None else int(lib.SSL_pending(self._ssl))
+
+    # -- writing ---------------------------------------------------------
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        """Write all of *data* (OpenSSL writes whole buffers unless partial writes are on)."""
+        _no_flags(flags)
+        cbuf = ffi.from_buffer(data)
+        if len(cbuf) == 0:
+            return 0
+        self._ensure_handshake()
+        outcome = self._retry(lib.SSL_write_ex, cbuf, len(cbuf), self._nwritten)
+        if outcome.error != _OK:
+            raise self._failure(outcome, "write failed")
+        return int(self._nwritten[0])
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        view = memoryview(data).cast("B")
+        while view:
+            view = view[self.send(view, flags) :]
+
+    write = send
+
+    # -- peer and session information -------------------------------------
+
+    def get_peer_certificate(self) -> crypto.X509 | None:
+        if self._ssl is None:
+            return None
+        ptr = lib.SSL_get1_peer_certificate(self._ssl)
+        if ptr == ffi.NULL:
+            return None
+        try:
+            return x509_to_pyopenssl(ptr)
+        finally:
+            lib.X509_free(ptr)
+
+    def get_peer_cert_chain(self) -> list[crypto.X509] | None:
+        if self._ssl is None:
+            return None
+        stack = lib.SSL_get_peer_cert_chain(self._ssl)
+        if stack == ffi.NULL:
+            return None
+        return [x509_to_pyopenssl(lib.sk_X509_value(stack, i)) for i in range(lib.sk_X509_num(stack))]
+
+    def getpeercert(self, binary_form: bool = False) -> Any:
+        """Like `ssl.SSLSocket.getpeercert`: DER, the decoded dict, {} if unverified, None if none."""
+        if not self.handshake_done:
+            raise ValueError("handshake not done yet")
+        ptr = lib.SSL_get1_peer_certificate(self._ssl)
+        if ptr == ffi.NULL:
+            return None
+        try:
+            der = x509_der(ptr)
+        finally:
+            lib.X509_free(ptr)
+        if binary_form:
+            return der
+        if not lib.SSL_get_verify_mode(self._ssl) & lib.SSL_VERIFY_PEER:
+            return {}
+        return peercert_dict(der)
+
+    def cipher(self) -> tuple[str, str, int] | None:
+        cipher = ffi.NULL if self._ssl is None else lib.SSL_get_current_cipher(self._ssl)
+        if cipher == ffi.NULL:
+            return None
+        return (
+            ffi.string(lib.SSL_CIPHER_get_name(cipher)).decode(),
+            ffi.string(lib.SSL_CIPHER_get_version(cipher)).decode(),
+            int(lib.SSL_CIPHER_get_bits(cipher, ffi.NULL)),
+        )
+
+    def version(self) -> str | None:
+        if self._ssl is None or not self.handshake_done:
+            return None
+        return str(ffi.string(lib.SSL_get_version(self._ssl)).decode())
+
+    def selected_alpn_protocol(self) -> str | None:
+        if self._ssl is None:
+            return None
+        data, length = ffi.new("const unsigned char **"), ffi.new("unsigned int *")
+        lib.SSL_get0_alpn_selected(self._ssl, data, length)
+        return None if length[0] == 0 else bytes(ffi.buffer(data[0], length[0])).decode("ascii", "replace")
+
+    def get_alpn_proto_negotiated(self) -> bytes:
+        """pyOpenSSL's name: the negotiated protocol as bytes, b"" if none."""
+        protocol = self.selected_alpn_protocol()
+        return b"" if protocol is None else protocol.encode("ascii")
+
+    @property
+    def session_reused(self) -> bool:
+        return self._ssl is not None and bool(lib.SSL_session_reused(self._ssl))
+
+    def get_servername(self) -> bytes | None:
+        """The SNI name the client sent (server) or will send (client)."""
+        name = ffi.NULL if self._ssl is None else lib.SSL_get_servername(self._ssl, 0)
+        return None if name == ffi.NULL else ffi.string(name)
+
+    def get_verify_result(self) -> int:
+        return int(lib.SSL_get_verify_result(self._live_ssl()))
+
+    # -- per-connection settings (pyOpenSSL Connection names) ---------------
+
+    def get_context(self) -> Context:
+        return self._context
+
+    def set_context(self, context: Context) -> None:
+        """Switch this connection to *context* (e.g. from an SNI callback)."""
+        lib.SSL_set_SSL_CTX(self._live_ssl(), context._ctx)
+        self._context = context
+
+    def set_verify(self, mode: int, callback: VerifyCallback | None = None) -> None:
+        self._verify_callback = callback
+        lib.SSL_set_verify(self._live_ssl(), mode, ffi.NULL if callback is None else lib.pausetls_verify_cb)
+
+    def verify_callback(self) -> VerifyCallback | None:
+        """The verify callback in force: this connection's, else its context's."""
+        return self._verify_callback or self._context.get_verify_callback()
+
+    def set_app_data(self, data: Any) -> None:
+        self._app_data = data
+
+    def get_app_data(self) -> Any:
+        return self._app_data
+
+    # -- socket side -----------------------------------------------------
+
+    def fileno(self) -> int:
+        return int(self._sock.fileno())
+
+    def getpeername(self) -> Any:
+        return self._sock.getpeername()
+
+    def getsockname(self) -> Any:
+        return self._sock.getsockname()
+
+    def setsockopt(self, *args: Any) -> None:
+        self._sock.setsockopt(*args)
+
+    def getsockopt(self, *args: Any) -> Any:
+        return self._sock.getsockopt(*args)
+
+    def settimeout(self, timeout: float | None) -> None:
+        self._timeout = timeout
+
+    def gettimeout(self) -> float | None:
+        return self._timeout
+
+    def setblocking(self, flag: bool) -> None:
+        self._timeout = None if flag else 0.0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def makefile(self, mode: str = "r", buffering: int | None = None, **kwargs: Any) -> Any:
+        """A file object over this TLS socket, as `socket.socket.makefile` makes."""
+        return _socket.socket.makefile(self, mode, buffering, **kwargs)  # type: ignore[call-overload]
+
+    def _decref_socketios(self) -> None:
+        # called by socket.SocketIO.close(); the real close waits for the last file
+        self._io_refs -= 1
+        if self._closed and self._io_refs <= 0:
+            self._real_close()
+
+    def _check_closed(self) -> None:
+        if self._closed:
+            raise ClosedError()
+
+    def _live_ssl(self) -> Any:
+        if self._ssl is None:
+            raise ClosedError()
+        return self._ssl
+
+    def shutdown(self, how: int) -> None:
+        """Send close_notify when the write side closes, then shut the socket down."""
+        if how in (_socket.SHUT_WR, _socket.SHUT_RDWR):
+            self._send_close_notify()
+        self._sock.shutdown(how)
+
+    def unwrap(self) -> Any:
+        """Exchange close_notify with the peer and return the plain socket."""
+        outcome = self._retry(lib.SSL_shutdown)
+        if outcome.ret == 0:  # ours is sent; wait for the peer's
+            outcome = self._retry(lib.SSL_shutdown)
+        if outcome.ret != 1:
+            raise self._failure(outcome, "shutdown failed")
+        sock = self._sock
+        self._detach()
+        sock.settimeout(self._timeout)
+        return sock
+
+    def _send_close_notify(self) -> None:
+        ssl = self._ssl
+        if ssl is None or not self.handshake_done or self._job is not None:
+            return
+        if lib.SSL_get_shutdown(ssl) & lib.SSL_SENT_SHUTDOWN:
+            return
+        try:
+            self._call(lib.SSL_shutdown)  # one try: never wait on a peer we are leaving
+        except (Error, OSError):
+            pass
+
+    def close(self) -> None:
+        """Close with close_notify; a job paused elsewhere is cancelled first."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._io_refs <= 0:
+            self._real_close()
+
+    def _real_close(self) -> None:
+        job = self._job
+        if job is not None:
+            if job.greenlet is getcurrent():
+                self._close_after_job = True  # closing from inside our own callback
+                return
+            self._driver.cancel(job, CancelledError("connection closed while its handshake was paused"), None)
+        self._closed = True
+        self._send_close_notify()
+        sock = self._sock
+        self._detach()
+        if sock is not None:
+            sock.close()
+
+    def _detach(self) -> None:
+        """Free the SSL object and the watchers; leave the socket to the caller."""
+        if self._ssl is not None:
+            self._free_ssl()
+            self._io.close()
+            _live.release("tls_sockets")
+        self._sock = None
+        self._closed = True
+
+    def _free_ssl(self) -> None:
+        ptr, self._ssl = self._ssl, None
+        ffi.release(ptr)
+
+    def __enter__(self) -> TLSSocket:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else (self.version() or "handshaking")
+        side = "server" if self.server_side else "client"
+        return f"<TLSSocket {side} fd={self._sock.fileno() if self._sock else -1} {state}>"
+
+
+def _raise_from_callback(job: Job) -> None:
+    exc = job.exception
+    assert exc is not None
+    if not isinstance(exc, Exception) or isinstance(exc, Error):
+        raise exc  # Timeout, GreenletExit, KeyboardInterrupt and our own errors pass as they are
+    raise CallbackError(job.failed_callback or "unknown", exc) from exc
+
+
+def _remaining(deadline: float | None) -> float | None:
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("timed out")
+    return left
+
+
+def _no_flags(flags: int) -> None:
+    if flags:
+        raise ValueError("flags are not supported on TLS sockets")
+
+
+def _is_ip_address(host: str) -> bool:
+    for family in (_socket.AF_INET, _socket.AF_INET6):
+        try:
+            _socket.inet_pton(family, host)
+            return True
+        except OSError:
+            continue
+    return False

@@ -1,0 +1,5 @@
+"""Only here for cffi: everything else is in setup.cfg."""
+
+from setuptools import setup
+
+setup(cffi_modules=["pausetls/_build_openssl.py:ffi"])
