@@ -533,8 +533,8 @@ class TLSSocket:
 def _raise_from_callback(job: Job) -> None:
     exc = job.exception
     assert exc is not None
-    if not isinstance(exc, Exception) or isinstance(exc, Error):
-        raise exc  # Timeout, GreenletExit, KeyboardInterrupt and our own errors pass as they are
+    if not isinstance(exc, Exception):
+        raise exc  # Timeout, GreenletExit, KeyboardInterrupt pass as they are
     raise CallbackError(job.failed_callback or "unknown", exc) from exc
 
 

@@ -9,11 +9,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import gevent
+import gevent.ssl
 import greenlet
 import pytest
-from pki import PKI, Issued
 
 import pausetls
+
+from pki import PKI, Issued
 
 TLS_VERSIONS = [pausetls.TLS1_2_VERSION, pausetls.TLS1_3_VERSION]
 STDLIB_VERSIONS = {pausetls.TLS1_2_VERSION: ssl.TLSVersion.TLSv1_2, pausetls.TLS1_3_VERSION: ssl.TLSVersion.TLSv1_3}
@@ -60,8 +62,12 @@ def make_server_context(server_cert: Issued, version: int | None = None) -> paus
     return ctx
 
 
-def stdlib_client_context(pki: PKI, client: Issued | None = None, version: int | None = None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(pki.ca_path))
+def stdlib_client_context(
+    pki: PKI, client: Issued | None = None, version: int | None = None, *, cooperative: bool = False
+) -> ssl.SSLContext:
+    """A CPython ``ssl`` client context trusting *pki*; ``cooperative`` makes it gevent's subclass."""
+    ctx = (gevent.ssl.SSLContext if cooperative else ssl.SSLContext)(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cafile=str(pki.ca_path))
     if client is not None:
         ctx.load_cert_chain(str(client.chain_path), str(client.key_path))
     if version is not None:
