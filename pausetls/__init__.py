@@ -7,14 +7,16 @@ gevent.
 
 from __future__ import annotations
 
-from . import _callbacks  # noqa: F401 - registers the extern "Python" callbacks
-from . import constants as _constants
+from . import (
+    _callbacks,  # noqa: F401 - registers the extern "Python" callbacks
+    constants,
+)
 from ._binding import openssl_version
 from ._job import Job, JobState, Paused, current_job, in_job, pause
 from ._live import live_objects
 from .client import client_context, connect
 from .constants import *  # noqa: F403 - pyOpenSSL-style module constants
-from .context import Context
+from .context import NO_OVERLAPPING_PROTOCOLS, Context
 from .errors import (
     CallbackError,
     CancelledError,
@@ -47,6 +49,7 @@ __all__ = [
     "GeventDriver",
     "HandshakeError",
     "Job",
+    "NO_OVERLAPPING_PROTOCOLS",
     "JobState",
     "PauseError",
     "Paused",
@@ -66,4 +69,5 @@ __all__ = [
     "live_objects",
     "openssl_version",
     "pause",
-] + [name for name in dir(_constants) if name.isupper()]
+]
+__all__ += constants.__all__

@@ -15,6 +15,7 @@ from typing import Any
 from ._binding import ffi, lib
 from ._certs import x509_to_pyopenssl
 from ._job import Job
+from .context import NO_OVERLAPPING_PROTOCOLS
 from .tls_socket import TLSSocket, connection_of
 
 log = logging.getLogger("pausetls")
@@ -76,7 +77,9 @@ def pausetls_alpn_select_cb(ssl: Any, out: Any, outlen: Any, inp: Any, inlen: in
         offered.append(wire[1 : 1 + wire[0]])
         wire = wire[1 + wire[0] :]
     ran, chosen = _job_of(conn).run_callback("alpn_select", True, callback, conn, offered)
-    if not ran or chosen is None or chosen not in offered:
+    if ran and (chosen is None or chosen is NO_OVERLAPPING_PROTOCOLS):
+        return _ALPN_NOACK
+    if not ran or chosen not in offered:
         return _ALPN_ALERT_FATAL
     # point into the client's own list, which outlives this call
     index = ffi.buffer(inp, inlen)[:].index(bytes([len(chosen)]) + chosen)

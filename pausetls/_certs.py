@@ -5,6 +5,7 @@ Objects never cross between two OpenSSL copies: everything goes through DER.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from cryptography import x509
@@ -97,7 +98,7 @@ def peercert_dict(der: bytes) -> dict[str, Any]:
         "subject": _name_tuple(cert.subject),
         "issuer": _name_tuple(cert.issuer),
         "version": cert.version.value + 1,
-        "serialNumber": f"{cert.serial_number:02X}",
+        "serialNumber": _serial_hex(cert.serial_number),
         "notBefore": _asn1_time(cert.not_valid_before_utc),
         "notAfter": _asn1_time(cert.not_valid_after_utc),
     }
@@ -106,6 +107,20 @@ def peercert_dict(der: bytes) -> dict[str, Any]:
     except x509.ExtensionNotFound:
         return decoded
     decoded["subjectAltName"] = tuple(
-        (_GENERAL_NAME_KINDS.get(type(name), "othername"), str(name.value)) for name in san
+        (_GENERAL_NAME_KINDS.get(type(name), "othername"), _san_value(name)) for name in san
     )
     return decoded
+
+
+def _san_value(name: x509.GeneralName) -> str:
+    """The text CPython's ssl module gives: IPv6 as eight uncompressed upper-case groups."""
+    if isinstance(name, x509.IPAddress) and isinstance(name.value, ipaddress.IPv6Address):
+        packed = name.value.packed
+        return ":".join(f"{int.from_bytes(packed[i : i + 2], 'big'):X}" for i in range(0, 16, 2))
+    return str(name.value)
+
+
+def _serial_hex(serial: int) -> str:
+    """Upper-case hex in whole bytes, as OpenSSL's i2a_ASN1_INTEGER writes it."""
+    digits = f"{serial:X}"
+    return digits if len(digits) % 2 == 0 else "0" + digits

@@ -17,13 +17,18 @@ from .errors import Error
 if TYPE_CHECKING:
     from .tls_socket import TLSSocket
 
-__all__ = ["Context", "VerifyCallback", "AlpnSelectCallback", "DEFAULT_SESSION_ID"]
+__all__ = ["Context", "VerifyCallback", "AlpnSelectCallback", "DEFAULT_SESSION_ID", "NO_OVERLAPPING_PROTOCOLS"]
 
 VerifyCallback = Callable[["TLSSocket", crypto.X509, int, int, int], bool]
 """``callback(conn, x509, errnum, errdepth, ok) -> bool``; may block on the event loop."""
 
-AlpnSelectCallback = Callable[["TLSSocket", list[bytes]], "bytes | None"]
-"""``callback(conn, offered) -> protocol``; None means no overlap (the handshake fails)."""
+AlpnSelectCallback = Callable[["TLSSocket", list[bytes]], "bytes | object | None"]
+"""``callback(conn, offered) -> protocol``.  `NO_OVERLAPPING_PROTOCOLS` (or None) goes on
+without ALPN; a protocol the client did not offer, or an exception, fails the handshake with
+``no_application_protocol``."""
+
+NO_OVERLAPPING_PROTOCOLS = object()
+"""Returned by an ALPN select callback: continue the handshake without ALPN (pyOpenSSL's name)."""
 
 DEFAULT_SESSION_ID = b"pausetls"
 """Session id context set on every new Context, so a server that verifies

@@ -42,11 +42,11 @@ class ServerStats:
         return asdict(self)
 
 
-class _HandshakeTimeout(gevent.Timeout):
+class _HandshakeTimeout(gevent.Timeout):  # type: ignore[misc]
     """The server's own handshake deadline (distinct from any timeout a callback uses)."""
 
 
-class TLSServer(StreamServer):
+class TLSServer(StreamServer):  # type: ignore[misc]
     """A gevent `StreamServer` whose ``handle(tls_socket, address)`` runs after a TLS handshake.
 
     The handshake runs in the connection's greenlet, so callbacks may block on
@@ -149,7 +149,7 @@ class TLSServer(StreamServer):
         super().stop(timeout)
 
 
-class WSGIServer(TLSServer, _PyWSGIServer):
+class WSGIServer(TLSServer, _PyWSGIServer):  # type: ignore[misc]
     """``gevent.pywsgi.WSGIServer`` over pausetls: ``WSGIServer(listener, app, context=ctx)``."""
 
     def __init__(

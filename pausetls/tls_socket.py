@@ -103,7 +103,8 @@ class TLSSocket:
         suppress_ragged_eofs: bool = True,
     ) -> None:
         self._context = context
-        self._sock = sock
+        # not `_sock`: gevent.pywsgi closes `socket._sock` directly, which would skip close_notify
+        self._raw_sock = sock
         self._driver = driver
         self.server_side = server_side
         self.server_hostname = server_hostname
@@ -408,19 +409,19 @@ class TLSSocket:
     # -- socket side -----------------------------------------------------
 
     def fileno(self) -> int:
-        return int(self._sock.fileno())
+        return int(self._raw_sock.fileno())
 
     def getpeername(self) -> Any:
-        return self._sock.getpeername()
+        return self._raw_sock.getpeername()
 
     def getsockname(self) -> Any:
-        return self._sock.getsockname()
+        return self._raw_sock.getsockname()
 
     def setsockopt(self, *args: Any) -> None:
-        self._sock.setsockopt(*args)
+        self._raw_sock.setsockopt(*args)
 
     def getsockopt(self, *args: Any) -> Any:
-        return self._sock.getsockopt(*args)
+        return self._raw_sock.getsockopt(*args)
 
     def settimeout(self, timeout: float | None) -> None:
         self._timeout = timeout
@@ -458,7 +459,7 @@ class TLSSocket:
         """Send close_notify when the write side closes, then shut the socket down."""
         if how in (_socket.SHUT_WR, _socket.SHUT_RDWR):
             self._send_close_notify()
-        self._sock.shutdown(how)
+        self._raw_sock.shutdown(how)
 
     def unwrap(self) -> Any:
         """Exchange close_notify with the peer and return the plain socket."""
@@ -467,7 +468,7 @@ class TLSSocket:
             outcome = self._retry(lib.SSL_shutdown)
         if outcome.ret != 1:
             raise self._failure(outcome, "shutdown failed")
-        sock = self._sock
+        sock = self._raw_sock
         self._detach()
         sock.settimeout(self._timeout)
         return sock
@@ -500,7 +501,7 @@ class TLSSocket:
             self._driver.cancel(job, CancelledError("connection closed while its handshake was paused"), None)
         self._closed = True
         self._send_close_notify()
-        sock = self._sock
+        sock = self._raw_sock
         self._detach()
         if sock is not None:
             sock.close()
@@ -511,7 +512,7 @@ class TLSSocket:
             self._free_ssl()
             self._io.close()
             _live.release("tls_sockets")
-        self._sock = None
+        self._raw_sock = None
         self._closed = True
 
     def _free_ssl(self) -> None:
@@ -527,7 +528,7 @@ class TLSSocket:
     def __repr__(self) -> str:
         state = "closed" if self._closed else (self.version() or "handshaking")
         side = "server" if self.server_side else "client"
-        return f"<TLSSocket {side} fd={self._sock.fileno() if self._sock else -1} {state}>"
+        return f"<TLSSocket {side} fd={self._raw_sock.fileno() if self._raw_sock else -1} {state}>"
 
 
 def _raise_from_callback(job: Job) -> None:
