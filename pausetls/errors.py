@@ -19,6 +19,7 @@ __all__ = [
     "ConnectionBusyError",
     "CancelledError",
     "ClosedError",
+    "SessionStoreError",
 ]
 
 
@@ -81,6 +82,10 @@ class ConnectionBusyError(Error):
 
 class CancelledError(Error):
     """The job was cancelled because its connection was closed elsewhere."""
+
+
+class SessionStoreError(Error):
+    """A session store failed (down, timed out, or answered something unusable)."""
 
 
 class ClosedError(Error, OSError):
