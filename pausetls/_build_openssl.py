@@ -82,6 +82,10 @@ static const int SSL_RECEIVED_SHUTDOWN;
 static const long SSL_SESS_CACHE_OFF;
 static const long SSL_SESS_CACHE_SERVER;
 static const long SSL_SESS_CACHE_CLIENT;
+static const long SSL_SESS_CACHE_NO_AUTO_CLEAR;
+static const long SSL_SESS_CACHE_NO_INTERNAL_LOOKUP;
+static const long SSL_SESS_CACHE_NO_INTERNAL_STORE;
+static const long SSL_SESS_CACHE_NO_INTERNAL;
 
 static const int X509_V_OK;
 static const int X509_V_ERR_APPLICATION_VERIFICATION;
@@ -121,6 +125,12 @@ int SSL_CTX_set_session_id_context(SSL_CTX *, const unsigned char *, unsigned in
 long SSL_CTX_set_timeout(SSL_CTX *, long);
 long SSL_CTX_get_timeout(const SSL_CTX *);
 long SSL_CTX_set_session_cache_mode(SSL_CTX *, long);
+long SSL_CTX_get_session_cache_mode(SSL_CTX *);
+void SSL_CTX_sess_set_new_cb(SSL_CTX *, int (*)(SSL *, SSL_SESSION *));
+void SSL_CTX_sess_set_remove_cb(SSL_CTX *, void (*)(SSL_CTX *, SSL_SESSION *));
+void SSL_CTX_sess_set_get_cb(SSL_CTX *,
+    SSL_SESSION *(*)(SSL *, const unsigned char *, int, int *));
+int SSL_CTX_set_num_tickets(SSL_CTX *, size_t);
 int SSL_CTX_set_ex_data(SSL_CTX *, int, void *);
 void *SSL_CTX_get_ex_data(const SSL_CTX *, int);
 void SSL_CTX_set_alpn_select_cb(SSL_CTX *,
@@ -171,6 +181,9 @@ void SSL_set_post_handshake_auth(SSL *, int);
 SSL_CTX *SSL_get_SSL_CTX(const SSL *);
 SSL_CTX *SSL_set_SSL_CTX(SSL *, SSL_CTX *);
 SSL_SESSION *SSL_get1_session(SSL *);
+SSL_SESSION *SSL_get_session(const SSL *);
+const unsigned char *SSL_SESSION_get0_id_context(const SSL_SESSION *, unsigned int *);
+long SSL_SESSION_get_timeout(const SSL_SESSION *);
 int SSL_set_session(SSL *, SSL_SESSION *);
 void SSL_SESSION_free(SSL_SESSION *);
 int SSL_SESSION_is_resumable(const SSL_SESSION *);
@@ -208,6 +221,9 @@ void pausetls_err_restore(unsigned long, const char *, int, const char *,
                           const char *);
 
 extern "Python" int pausetls_verify_cb(int, X509_STORE_CTX *);
+extern "Python" SSL_SESSION *pausetls_session_get_cb(SSL *, const unsigned char *, int, int *);
+extern "Python" int pausetls_session_new_cb(SSL *, SSL_SESSION *);
+extern "Python" void pausetls_session_remove_cb(SSL_CTX *, SSL_SESSION *);
 extern "Python" int pausetls_alpn_select_cb(SSL *, const unsigned char **,
     unsigned char *, const unsigned char *, unsigned int, void *);
 """

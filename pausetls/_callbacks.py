@@ -15,7 +15,7 @@ from typing import Any
 from ._binding import ffi, lib
 from ._certs import x509_to_pyopenssl
 from ._job import Job
-from .context import NO_OVERLAPPING_PROTOCOLS
+from .context import NO_OVERLAPPING_PROTOCOLS, context_of
 from .tls_socket import TLSSocket, connection_of
 
 log = logging.getLogger("pausetls")
@@ -86,3 +86,73 @@ def pausetls_alpn_select_cb(ssl: Any, out: Any, outlen: Any, inp: Any, inlen: in
     out[0] = ffi.cast("const unsigned char *", inp) + index + 1
     outlen[0] = len(chosen)
     return _ALPN_OK
+
+
+def _session_der(session: Any) -> bytes:
+    length = lib.i2d_SSL_SESSION(session, ffi.NULL)
+    buf = ffi.new("unsigned char[]", length)
+    lib.i2d_SSL_SESSION(session, ffi.new("unsigned char **", buf))
+    return bytes(ffi.buffer(buf, length))
+
+
+def _session_ids(session: Any) -> tuple[bytes, bytes]:
+    """(session id context, session id) of an ``SSL_SESSION``."""
+    length = ffi.new("unsigned int *")
+    sid = lib.SSL_SESSION_get_id(session, length)
+    session_id = bytes(ffi.buffer(sid, length[0]))
+    ctx = lib.SSL_SESSION_get0_id_context(session, length)
+    return bytes(ffi.buffer(ctx, length[0])), session_id
+
+
+def _session_from_der(der: bytes) -> Any:
+    return lib.d2i_SSL_SESSION(ffi.NULL, ffi.new("const unsigned char **", ffi.from_buffer(der)), len(der))
+
+
+@ffi.def_extern(onerror=_report)
+def pausetls_session_get_cb(ssl: Any, data: Any, length: int, copy: Any) -> Any:
+    """``get_session_cb``: a new ``SSL_SESSION`` OpenSSL takes over (``*copy = 0``), or NULL (a miss)."""
+    copy[0] = 0  # the session we return is a fresh d2i with one reference, which becomes OpenSSL's
+    conn = connection_of(ssl)
+    cache = None if conn is None else conn.session_context.session_cache
+    if conn is None or cache is None:
+        return ffi.NULL
+    session_id = bytes(ffi.buffer(data, length))
+    sid_ctx = conn.session_context.get_session_id()
+    ran, der = _job_of(conn).run_callback("session_get", True, cache.lookup, conn._driver, sid_ctx, session_id)
+    if not ran or der is None:
+        cache.record_hit(False)
+        return ffi.NULL
+    session = _session_from_der(der)
+    if session == ffi.NULL:
+        lib.ERR_clear_error()
+        cache.record_rejected("not a DER SSL_SESSION")
+        cache.record_hit(False)
+        return ffi.NULL
+    if _session_ids(session) != (sid_ctx, session_id):
+        lib.SSL_SESSION_free(session)
+        cache.record_rejected("session id or session id context differs from the one looked up")
+        cache.record_hit(False)
+        return ffi.NULL
+    cache.record_hit(True)
+    return session
+
+
+@ffi.def_extern(onerror=_report)
+def pausetls_session_new_cb(ssl: Any, session: Any) -> int:
+    """``new_session_cb``: copy the session out and store it later; 0 = OpenSSL keeps its reference."""
+    conn = connection_of(ssl)
+    cache = None if conn is None else conn.session_context.session_cache
+    if conn is not None and cache is not None:
+        sid_ctx, session_id = _session_ids(session)
+        ttl = int(lib.SSL_SESSION_get_timeout(session))
+        cache.save_later(conn._driver, sid_ctx, session_id, _session_der(session), ttl)
+    return 0
+
+
+@ffi.def_extern(onerror=_report)
+def pausetls_session_remove_cb(ctx: Any, session: Any) -> None:
+    """``remove_session_cb``: may run under ``ctx->lock``, so it only copies the ids; never pauses."""
+    context = context_of(ctx)
+    cache = None if context is None else context.session_cache
+    if cache is not None:
+        cache.forget_later(*_session_ids(session))

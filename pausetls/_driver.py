@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from ._job import Job
@@ -32,6 +33,12 @@ class Driver(Protocol):
 
     def io_waiter(self, sock: Any) -> IOWaiter:
         """A waiter for *sock*'s file descriptor."""
+
+    def call_with_timeout(self, fn: Callable[..., Any], timeout: float, *args: Any) -> Any:
+        """``fn(*args)``, raising `pausetls.TimeoutError` if it runs past *timeout* (where it can be cut)."""
+
+    def defer(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` later, outside the current call (a greenlet, a worker thread)."""
 
     def cancel(self, job: Job, exc: BaseException, timeout: float | None) -> bool:
         """Raise *exc* where *job* is paused and wait until its C call has returned.

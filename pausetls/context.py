@@ -13,8 +13,11 @@ from ._binding import drain_error_queue, ffi, lib
 from ._certs import CertificateLike, PrivateKeyLike, new_pkey, new_x509
 from .constants import FILETYPE_PEM, TLS_CLIENT_METHOD, TLS_METHOD, TLS_SERVER_METHOD
 from .errors import Error
+from .sealing import SessionSealer
+from .session_cache import CallbackBackend, SessionCache, StoreBackend
 
 if TYPE_CHECKING:
+    from .stores import SessionStore
     from .tls_socket import TLSSocket
 
 __all__ = ["Context", "VerifyCallback", "AlpnSelectCallback", "DEFAULT_SESSION_ID", "NO_OVERLAPPING_PROTOCOLS"]
@@ -31,8 +34,9 @@ NO_OVERLAPPING_PROTOCOLS = object()
 """Returned by an ALPN select callback: continue the handshake without ALPN (pyOpenSSL's name)."""
 
 DEFAULT_SESSION_ID = b"pausetls"
-"""Session id context set on every new Context, so a server that verifies
-clients can resume sessions; pick your own per policy with `set_session_id`."""
+"""Prefix of the session id context every Context gets until `set_session_id` is called:
+``b"pausetls:verify=<mode>"``, so a server that verifies clients can resume sessions, and a
+session made without client authentication never resumes where it is required."""
 
 _METHODS = {
     TLS_METHOD: lib.TLS_method,
@@ -41,6 +45,7 @@ _METHODS = {
 }
 
 _EX_DATA_INDEX = 0  # the "app data" slot of SSL_CTX
+_STORE_CACHE_MODE = lib.SSL_SESS_CACHE_SERVER | lib.SSL_SESS_CACHE_NO_INTERNAL
 
 
 def _check(ok: int, what: str) -> None:
@@ -85,7 +90,10 @@ class Context:
         self._app_data: Any = None
         lib.SSL_CTX_set_options(self._ctx, lib.SSL_OP_NO_COMPRESSION)
         lib.SSL_CTX_set_mode(self._ctx, lib.SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | lib.SSL_MODE_RELEASE_BUFFERS)
-        self.set_session_id(DEFAULT_SESSION_ID)
+        self.session_cache: SessionCache | None = None
+        self._session_id = b""
+        self._session_id_chosen = False
+        self._apply_session_id(_default_session_id(0))
 
     # -- certificates and keys -------------------------------------------
 
@@ -165,6 +173,8 @@ class Context:
         self._verify_callback = callback
         cb = ffi.NULL if callback is None else lib.pausetls_verify_cb
         lib.SSL_CTX_set_verify(self._ctx, mode, cb)
+        if not self._session_id_chosen:
+            self._apply_session_id(_default_session_id(mode))
 
     def get_verify_mode(self) -> int:
         return int(lib.SSL_CTX_get_verify_mode(self._ctx))
@@ -221,10 +231,76 @@ class Context:
     # -- sessions --------------------------------------------------------
 
     def set_session_id(self, buf: bytes) -> None:
-        """Session id context: sessions resume only on contexts with the same one."""
+        """Session id context: sessions resume only on contexts with the same one.
+
+        Give each policy its own (who may connect, which client CAs): OpenSSL
+        does not re-check client authentication when a session resumes.
+        """
+        self._apply_session_id(buf)
+        self._session_id_chosen = True
+
+    def _apply_session_id(self, buf: bytes) -> None:
         if len(buf) > 32:
             raise ValueError("session id context is at most 32 bytes")
         _check(lib.SSL_CTX_set_session_id_context(self._ctx, buf, len(buf)), "cannot set session id context")
+        self._session_id = buf
+
+    def get_session_id(self) -> bytes:
+        return self._session_id
+
+    def set_session_cache(
+        self,
+        store: SessionStore | None = None,
+        *,
+        timeout: float = 0.5,
+        sealer: SessionSealer | None = None,
+        namespace: str = "pausetls",
+        mode: int = _STORE_CACHE_MODE,
+        max_pending_writes: int = 1024,
+    ) -> SessionCache:
+        """Keep this server's sessions in *store* (default: in memory; memcached, Redis, ...), sealed.
+
+        Lookups pause the handshake for at most *timeout* seconds; a failure is
+        a full handshake.  TLS 1.2 resumes by session id and TLS 1.3 by
+        *stateful* tickets (``OP_NO_TICKET`` is set): stateless tickets would
+        bypass the store.  By default OpenSSL's in-process cache is off
+        (``mode``) so the store is the one source of truth.  *sealer* holds
+        the AES-256-GCM keys; share it (`SessionSealer.from_file`) between
+        processes that share the store.
+        """
+        if store is None:
+            from .stores.memory import MemoryStore
+
+            store = MemoryStore()
+        backend = StoreBackend(store, sealer or SessionSealer.generate(), namespace)
+        return self._install_session_cache(
+            SessionCache(backend, timeout=timeout, max_pending_writes=max_pending_writes), mode
+        )
+
+    def set_session_callbacks(
+        self,
+        get: Callable[[bytes], bytes | None] | None = None,
+        new: Callable[[bytes, bytes], Any] | None = None,
+        remove: Callable[[bytes], Any] | None = None,
+        *,
+        timeout: float = 0.5,
+        mode: int = _STORE_CACHE_MODE,
+    ) -> SessionCache:
+        """Low level: ``get(session_id) -> der | None`` may block (it pauses the handshake);
+        ``new(session_id, der)`` and ``remove(session_id)`` run later in their own greenlet.
+        The DER holds the master secret: seal it before it leaves the process."""
+        cache = SessionCache(CallbackBackend(get, new, remove), timeout=timeout)
+        return self._install_session_cache(cache, mode)
+
+    def _install_session_cache(self, cache: SessionCache, mode: int) -> SessionCache:
+        self.session_cache = cache
+        self.set_options(lib.SSL_OP_NO_TICKET)
+        lib.SSL_CTX_set_num_tickets(self._ctx, 1)  # one stateful ticket: one store write per handshake
+        lib.SSL_CTX_set_session_cache_mode(self._ctx, mode)
+        lib.SSL_CTX_sess_set_get_cb(self._ctx, lib.pausetls_session_get_cb)
+        lib.SSL_CTX_sess_set_new_cb(self._ctx, lib.pausetls_session_new_cb)
+        lib.SSL_CTX_sess_set_remove_cb(self._ctx, lib.pausetls_session_remove_cb)
+        return cache
 
     def set_timeout(self, timeout: int) -> int:
         """Session lifetime in seconds; returns the previous one."""
@@ -243,6 +319,10 @@ class Context:
 
     def get_app_data(self) -> Any:
         return self._app_data
+
+
+def _default_session_id(verify_mode: int) -> bytes:
+    return DEFAULT_SESSION_ID + b":verify=%d" % verify_mode
 
 
 def _text(value: str | bytes) -> bytes:

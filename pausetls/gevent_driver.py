@@ -7,6 +7,7 @@ pauses the handshake with no pausetls API at all; `pausetls.pause` works too.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -61,6 +62,13 @@ class GeventDriver:
 
     def io_waiter(self, sock: Any) -> _GeventIO:
         return _GeventIO(sock.fileno())
+
+    def call_with_timeout(self, fn: Callable[..., Any], timeout: float, *args: Any) -> Any:
+        with gevent.Timeout(timeout, TimeoutError(f"timed out after {timeout} s")):
+            return fn(*args)
+
+    def defer(self, fn: Callable[..., Any], *args: Any) -> None:
+        gevent.spawn(fn, *args)
 
     def cancel(self, job: Job, exc: BaseException, timeout: float | None) -> bool:
         if job.done:

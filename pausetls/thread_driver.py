@@ -11,6 +11,8 @@ import builtins
 import os
 import select
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ._job import Job
@@ -61,6 +63,9 @@ class ThreadDriver:
 
     name = "threads"
 
+    def __init__(self, deferred_workers: int = 8) -> None:
+        self._deferred = ThreadPoolExecutor(deferred_workers, thread_name_prefix="pausetls-deferred")
+
     def wait(self, waitable: Any, timeout: float | None) -> Any:
         """Wait for a Future-like (``result``) or an Event-like (``wait``)."""
         if hasattr(waitable, "result"):
@@ -74,6 +79,13 @@ class ThreadDriver:
 
     def io_waiter(self, sock: Any) -> _PollIO:
         return _PollIO(sock.fileno())
+
+    def call_with_timeout(self, fn: Callable[..., Any], timeout: float, *args: Any) -> Any:
+        # a thread cannot be interrupted: the store's own socket timeouts bound the call
+        return fn(*args)
+
+    def defer(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._deferred.submit(fn, *args)
 
     def cancel(self, job: Job, exc: BaseException, timeout: float | None) -> bool:
         # An OS thread cannot be interrupted: wait for its C call to return.

@@ -103,6 +103,7 @@ class TLSSocket:
         suppress_ragged_eofs: bool = True,
     ) -> None:
         self._context = context
+        self.session_context = context  # keeps the session cache even if an SNI callback switches context
         # not `_sock`: gevent.pywsgi closes `socket._sock` directly, which would skip close_notify
         self._raw_sock = sock
         self._driver = driver

@@ -1,0 +1,206 @@
+"""An external server session cache: OpenSSL's get/new/remove callbacks over a store.
+
+OpenSSL's own cache lives in one process.  Here the server's session cache is
+a `SessionStore` (memory, memcached, Redis) or three user functions, and the
+*get* side may wait on the network: it runs inside the handshake's job, so the
+handshake pauses while every other connection goes on.  What each callback
+may do follows ``../shared/DESIGN.md``:
+
+* get (``SSL_CTX_sess_set_get_cb``): pausable.  Bounded by ``timeout``; any
+  failure -- store down or slow, garbage, a blob that does not open, a session
+  for another id or context -- is a *miss* (a full handshake), counted and
+  logged at debug level, never an error for the client.
+* new (``SSL_CTX_sess_set_new_cb``): the DER is copied and written from
+  another greenlet or thread (`Driver.defer`); OpenSSL keeps its reference.
+* remove (``SSL_CTX_sess_set_remove_cb``): may run with ``ctx->lock`` held,
+  so it never pauses: the id is copied and deleted later.
+
+Writes are bounded (``max_pending_writes``); beyond it they are dropped and
+counted, because a session that is not stored only costs a full handshake.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .sealing import SealError, SessionSealer, store_key
+
+if TYPE_CHECKING:
+    from .stores import SessionStore
+
+__all__ = ["SessionCache", "SessionCacheStats", "SessionBackend", "StoreBackend", "CallbackBackend"]
+
+log = logging.getLogger("pausetls.sessions")
+
+
+@dataclass
+class SessionCacheStats:
+    """Counters of one session cache; ``store_seconds`` sums the time lookups waited on the store."""
+
+    lookups: int = 0
+    hits: int = 0
+    misses: int = 0
+    store_errors: int = 0
+    timeouts: int = 0
+    rejected: int = 0
+    stored: int = 0
+    store_failures: int = 0
+    deleted: int = 0
+    dropped_writes: int = 0
+    store_seconds: float = 0.0
+    slowest_lookup: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        values = asdict(self)
+        values["mean_lookup_ms"] = 1000 * self.store_seconds / self.lookups if self.lookups else 0.0
+        return values
+
+
+class SessionBackend(Protocol):
+    """Where sessions (DER of ``SSL_SESSION``) go; calls may block on the driver's loop."""
+
+    def load(self, sid_ctx: bytes, session_id: bytes) -> bytes | None: ...
+
+    def save(self, sid_ctx: bytes, session_id: bytes, der: bytes, ttl: int) -> None: ...
+
+    def forget(self, sid_ctx: bytes, session_id: bytes) -> None: ...
+
+
+class StoreBackend:
+    """Sessions sealed with a `SessionSealer`, filed in a `SessionStore` under `store_key`."""
+
+    def __init__(self, store: SessionStore, sealer: SessionSealer, namespace: str = "pausetls") -> None:
+        self.store = store
+        self.sealer = sealer
+        self.namespace = namespace
+
+    def load(self, sid_ctx: bytes, session_id: bytes) -> bytes | None:
+        key = store_key(self.namespace, sid_ctx, session_id)
+        blob = self.store.get(key)
+        return None if blob is None else self.sealer.open(blob, key.encode())
+
+    def save(self, sid_ctx: bytes, session_id: bytes, der: bytes, ttl: int) -> None:
+        key = store_key(self.namespace, sid_ctx, session_id)
+        self.store.set(key, self.sealer.seal(der, key.encode()), ttl)
+
+    def forget(self, sid_ctx: bytes, session_id: bytes) -> None:
+        self.store.delete(store_key(self.namespace, sid_ctx, session_id))
+
+
+class CallbackBackend:
+    """User functions: ``get(session_id) -> bytes | None``, ``new(session_id, der)``, ``remove(session_id)``.
+
+    They see raw DER (which holds the master secret): sealing is theirs to do.
+    """
+
+    def __init__(
+        self,
+        get: Callable[[bytes], bytes | None] | None,
+        new: Callable[[bytes, bytes], Any] | None,
+        remove: Callable[[bytes], Any] | None,
+    ) -> None:
+        self._get, self._new, self._remove = get, new, remove
+
+    def load(self, sid_ctx: bytes, session_id: bytes) -> bytes | None:
+        return None if self._get is None else self._get(session_id)
+
+    def save(self, sid_ctx: bytes, session_id: bytes, der: bytes, ttl: int) -> None:
+        if self._new is not None:
+            self._new(session_id, der)
+
+    def forget(self, sid_ctx: bytes, session_id: bytes) -> None:
+        if self._remove is not None:
+            self._remove(session_id)
+
+
+class _Runner(Protocol):
+    """The part of a `Driver` the cache uses."""
+
+    def call_with_timeout(self, fn: Callable[..., Any], timeout: float, *args: Any) -> Any: ...
+
+    def defer(self, fn: Callable[..., Any], *args: Any) -> None: ...
+
+
+class SessionCache:
+    """The glue between OpenSSL's session callbacks and a `SessionBackend`."""
+
+    def __init__(self, backend: SessionBackend, *, timeout: float = 0.5, max_pending_writes: int = 1024) -> None:
+        self.backend = backend
+        self.timeout = timeout
+        self.max_pending_writes = max_pending_writes
+        self.stats = SessionCacheStats()
+        self._pending_writes = 0
+        self._runner: _Runner | None = None  # the driver of the last connection that used us
+
+    def lookup(self, runner: _Runner, sid_ctx: bytes, session_id: bytes) -> bytes | None:
+        """The DER of a stored session, or None.  Runs inside the handshake and may pause; never raises
+        an ``Exception`` (a failure is a miss), but lets cancellation (``BaseException``) through."""
+        self._runner = runner
+        self.stats.lookups += 1
+        started = time.monotonic()
+        try:
+            der = runner.call_with_timeout(self.backend.load, self.timeout, sid_ctx, session_id)
+        except SealError as exc:
+            self.stats.rejected += 1
+            log.debug("session %s rejected: %s", session_id.hex()[:16], exc)
+            der = None
+        except TimeoutError:
+            self.stats.timeouts += 1
+            log.debug("session store lookup timed out after %.3f s", self.timeout)
+            der = None
+        except Exception as exc:  # noqa: BLE001 - a store failure is a miss, never a client error
+            self.stats.store_errors += 1
+            log.debug("session store lookup failed: %s: %s", type(exc).__name__, exc)
+            der = None
+        finally:
+            elapsed = time.monotonic() - started
+            self.stats.store_seconds += elapsed
+            self.stats.slowest_lookup = max(self.stats.slowest_lookup, elapsed)
+        if der is None or isinstance(der, bytes):
+            return der
+        self.stats.rejected += 1
+        log.debug("session store returned %s, not bytes", type(der).__name__)
+        return None
+
+    def record_hit(self, hit: bool) -> None:
+        if hit:
+            self.stats.hits += 1
+        else:
+            self.stats.misses += 1
+
+    def record_rejected(self, why: str) -> None:
+        self.stats.rejected += 1
+        log.debug("stored session rejected: %s", why)
+
+    def save_later(self, runner: _Runner, sid_ctx: bytes, session_id: bytes, der: bytes, ttl: int) -> None:
+        self._runner = runner
+        self._write_later(runner, "stored", self.backend.save, sid_ctx, session_id, der, max(1, ttl))
+
+    def forget_later(self, sid_ctx: bytes, session_id: bytes) -> None:
+        if self._runner is None:
+            log.debug("session remove before any connection: nothing to act from")
+            return
+        self._write_later(self._runner, "deleted", self.backend.forget, sid_ctx, session_id)
+
+    def _write_later(self, runner: _Runner, counter: str, fn: Callable[..., Any], *args: Any) -> None:
+        if self._pending_writes >= self.max_pending_writes:
+            self.stats.dropped_writes += 1
+            return
+        self._pending_writes += 1
+        runner.defer(self._write, counter, fn, *args)
+
+    def _write(self, counter: str, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            runner = self._runner
+            assert runner is not None
+            runner.call_with_timeout(fn, self.timeout, *args)
+            setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+        except Exception as exc:  # noqa: BLE001 - logged and counted; a lost write costs a full handshake
+            self.stats.store_failures += 1
+            log.warning("session store write failed: %s: %s", type(exc).__name__, exc)
+        finally:
+            self._pending_writes -= 1
