@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
-import html
-import ipaddress
 import json
 import logging
 import math
@@ -19,28 +16,23 @@ import os
 import re
 import signal
 import sys
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypedDict
-from urllib.parse import parse_qs
+from typing import Any
 
 import gevent
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from gevent.event import Event
-from gevent.pywsgi import WSGIHandler
 
 from ._binding import openssl_version
+from ._selfsigned import SELF_SIGNED_NAMES, self_signed_files
 from .constants import TLS1_2_VERSION, TLS1_3_VERSION, TLS_SERVER_METHOD, VERIFY_FAIL_IF_NO_PEER_CERT, VERIFY_PEER
 from .context import Context
 from .errors import Error
+from .info_page import TLSInfoHandler, application
 from .server import WSGIServer
 from .tls_socket import TLSSocket
 
-__all__ = ["main", "build_parser", "server_context", "TLSInfoHandler", "TLSDetails", "tls_details", "application"]
+__all__ = ["main", "build_parser", "server_context"]
 
 log = logging.getLogger("pausetls.cli")
 
@@ -48,10 +40,7 @@ StartResponse = Callable[..., Any]
 WSGIEnviron = dict[str, Any]
 
 TLS_MIN_VERSIONS = {"1.2": TLS1_2_VERSION, "1.3": TLS1_3_VERSION}
-SELF_SIGNED_NAMES = ("localhost", "127.0.0.1", "::1")
-SELF_SIGNED_DAYS = 7
 STOP_TIMEOUT = 2.0  # seconds established connections get to finish when the server stops
-ENVIRON_KEY = "pausetls.tls"
 
 
 # -- command line -------------------------------------------------------------
@@ -168,7 +157,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _server_context(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> Context:
-    cert, key = (Path(args.cert), Path(args.key)) if args.cert else _self_signed_files(cleanup)
+    cert, key = (Path(args.cert), Path(args.key)) if args.cert else self_signed_files(cleanup)
     return server_context(
         cert, key, cafile=args.cafile, require_client_cert=args.require_client_cert, tls_min=args.tls_min
     )
@@ -247,146 +236,3 @@ def _openssl_release() -> str:
     """``3.0.13`` out of ``OpenSSL 3.0.13 30 Jan 2024``."""
     match = re.search(r"\d+\.\d+\.\d+\w*", openssl_version())
     return match.group(0) if match else openssl_version()
-
-
-# -- the throwaway certificate --------------------------------------------------
-
-
-def _self_signed_files(cleanup: contextlib.ExitStack) -> tuple[Path, Path]:
-    """Write a new self-signed certificate and key into a temporary directory removed by *cleanup*."""
-    directory = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="pausetls-")))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = _self_signed_certificate(key)
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(
-        key_path,
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
-    )
-    fingerprint = cert.fingerprint(hashes.SHA256()).hex(":").upper()
-    print(
-        f"pausetls: no --cert/--key given: using a throwaway self-signed certificate for "
-        f"{', '.join(SELF_SIGNED_NAMES)}, valid {SELF_SIGNED_DAYS} days (SHA-256 fingerprint {fingerprint})",
-        flush=True,
-    )
-    return cert_path, key_path
-
-
-def _self_signed_certificate(key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SELF_SIGNED_NAMES[0])])
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=SELF_SIGNED_DAYS))
-        .add_extension(x509.SubjectAlternativeName(_general_names(SELF_SIGNED_NAMES)), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-
-
-def _general_names(names: Iterable[str]) -> list[x509.GeneralName]:
-    result: list[x509.GeneralName] = []
-    for name in names:
-        try:
-            result.append(x509.IPAddress(ipaddress.ip_address(name)))
-        except ValueError:
-            result.append(x509.DNSName(name))
-    return result
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write *data* to a new file only its owner can read."""
-    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
-        f.write(data)
-
-
-# -- the page -------------------------------------------------------------------
-
-
-class TLSDetails(TypedDict):
-    """What `TLSInfoHandler` puts in ``environ["pausetls.tls"]``."""
-
-    version: str
-    cipher: str
-    resumed: bool
-    alpn: str | None
-    client_subject: str | None
-
-
-def tls_details(tls: TLSSocket) -> TLSDetails:
-    cipher = tls.cipher()
-    return {
-        "version": tls.version() or "unknown",
-        "cipher": cipher[0] if cipher else "unknown",
-        "resumed": tls.session_reused,
-        "alpn": tls.selected_alpn_protocol(),
-        "client_subject": _client_subject(tls),
-    }
-
-
-def _client_subject(tls: TLSSocket) -> str | None:
-    cert = tls.get_peer_certificate()
-    return None if cert is None else cert.to_cryptography().subject.rfc4514_string()
-
-
-class TLSInfoHandler(WSGIHandler):  # type: ignore[misc]
-    """pywsgi's handler, adding the connection's `TLSDetails` to each request as ``environ["pausetls.tls"]``."""
-
-    def get_environ(self) -> WSGIEnviron:
-        environ: WSGIEnviron = super().get_environ()
-        if isinstance(self.socket, TLSSocket):  # pywsgi's handler keeps the connection as self.socket
-            environ[ENVIRON_KEY] = tls_details(self.socket)
-        return environ
-
-
-def application(environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
-    """Answer every path with the TLS details of the request's connection."""
-    rows = _rows(environ.get(ENVIRON_KEY))
-    if _wants_text(environ):
-        body, content_type = _text_page(rows), "text/plain; charset=utf-8"
-    else:
-        body, content_type = _html_page(rows), "text/html; charset=utf-8"
-    headers = [("Content-Type", content_type), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")]
-    start_response("200 OK", headers)
-    return [body]
-
-
-def _rows(details: TLSDetails | None) -> list[tuple[str, str]]:
-    if details is None:
-        return [("TLS", "none (not a pausetls connection)")]
-    return [
-        ("TLS version", details["version"]),
-        ("Cipher", details["cipher"]),
-        ("Session resumed", "yes" if details["resumed"] else "no"),
-        ("ALPN", details["alpn"] or "none"),
-        ("Client certificate", details["client_subject"] or "none"),
-    ]
-
-
-def _wants_text(environ: WSGIEnviron) -> bool:
-    """``?format=text`` (or ``html``) decides; else plain text if Accept names text/plain but not text/html."""
-    query: str = environ.get("QUERY_STRING", "")
-    chosen = parse_qs(query).get("format", [""])[-1].lower()
-    if chosen in ("text", "html"):
-        return chosen == "text"
-    accept: str = environ.get("HTTP_ACCEPT", "")
-    accepted = {part.split(";")[0].strip().lower() for part in accept.split(",")}
-    return "text/plain" in accepted and "text/html" not in accepted
-
-
-def _text_page(rows: list[tuple[str, str]]) -> bytes:
-    width = max(len(label) for label, _ in rows) + 1
-    return "".join(f"{label + ':':<{width}} {value}\n" for label, value in rows).encode()
-
-
-def _html_page(rows: list[tuple[str, str]]) -> bytes:
-    cells = "".join(f"<tr><th>{html.escape(label)}</th><td>{html.escape(value)}</td></tr>\n" for label, value in rows)
-    return (
-        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>pausetls</title></head>\n'
-        f"<body><h1>Your TLS connection</h1>\n<table>\n{cells}</table></body></html>\n"
-    ).encode()

@@ -375,6 +375,14 @@ class TLSSocket:
     def session_reused(self) -> bool:
         return self._ssl is not None and bool(lib.SSL_session_reused(self._ssl))
 
+    def master_key(self) -> bytes | None:
+        """The session's master secret (TLS 1.3: resumption master secret); pyOpenSSL's name."""
+        session = ffi.NULL if self._ssl is None else lib.SSL_get_session(self._ssl)
+        if session == ffi.NULL:
+            return None
+        buf = ffi.new("unsigned char[]", 64)
+        return bytes(ffi.buffer(buf, lib.SSL_SESSION_get_master_key(session, buf, 64)))
+
     def get_servername(self) -> bytes | None:
         """The SNI name the client sent (server) or will send (client)."""
         name = ffi.NULL if self._ssl is None else lib.SSL_get_servername(self._ssl, 0)

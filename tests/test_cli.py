@@ -27,7 +27,7 @@ import gevent
 import pytest
 
 import pausetls
-from pausetls import cli
+from pausetls import cli, info_page
 
 from conftest import require_binary, stdlib_client_context
 from pki import PKI, Issued
@@ -361,15 +361,15 @@ def get_page(port: int, context: ssl.SSLContext, session: ssl.SSLSession | None 
 def test_page_shows_client_subject_alpn_and_resumption(
     pki: PKI, server_cert: Issued, client_cert: Issued, tls_version: int
 ) -> None:
-    seen: list[cli.TLSDetails] = []
+    seen: list[info_page.TLSDetails] = []
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         seen.append(environ["pausetls.tls"])
-        return cli.application(environ, start_response)
+        return info_page.application(environ, start_response)
 
     context = cli.server_context(server_cert.chain_path, server_cert.key_path, cafile=pki.ca_path)
     server = pausetls.WSGIServer(
-        ("127.0.0.1", 0), app, context=context, handler_class=cli.TLSInfoHandler, log=None, handshake_timeout=10
+        ("127.0.0.1", 0), app, context=context, handler_class=info_page.TLSInfoHandler, log=None, handshake_timeout=10
     )
     server.start()
     try:
