@@ -70,6 +70,7 @@ static const uint64_t SSL_OP_NO_TLSv1_3;
 static const uint64_t SSL_OP_SINGLE_ECDH_USE;
 static const uint64_t SSL_OP_ALLOW_UNSAFE_LEGACY_RENEGOTIATION;
 static const uint64_t SSL_OP_IGNORE_UNEXPECTED_EOF;
+static const uint64_t SSL_OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION;
 
 static const long SSL_MODE_ENABLE_PARTIAL_WRITE;
 static const long SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER;
@@ -140,6 +141,7 @@ int SSL_select_next_proto(unsigned char **, unsigned char *,
     const unsigned char *, unsigned int, const unsigned char *, unsigned int);
 
 SSL *SSL_new(SSL_CTX *);
+uint64_t SSL_set_options(SSL *, uint64_t);
 void SSL_free(SSL *);
 int SSL_set_fd(SSL *, int);
 void SSL_set_accept_state(SSL *);

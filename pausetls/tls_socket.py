@@ -246,8 +246,11 @@ class TLSSocket:
         self.set_verify(mode, callback or self._verify_callback or self._context.get_verify_callback())
         if lib.SSL_version(self._live_ssl()) >= lib.TLS1_3_VERSION:
             self.verify_client_post_handshake()
-        elif not self.renegotiate():
-            raise TLSError("cannot start renegotiation", drain_error_queue())
+        else:
+            # a renegotiation that resumed the session would skip the CertificateRequest
+            lib.SSL_set_options(self._live_ssl(), lib.SSL_OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION)
+            if not self.renegotiate():
+                raise TLSError("cannot start renegotiation", drain_error_queue())
         self.do_handshake()
 
     # -- reading ---------------------------------------------------------

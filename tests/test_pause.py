@@ -15,6 +15,7 @@ from gevent.event import AsyncResult, Event
 from OpenSSL import crypto
 
 import pausetls
+from pausetls._binding import lib
 
 from conftest import make_server_context, stdlib_client_context, wait_until
 from pki import PKI, Issued
@@ -126,7 +127,7 @@ def test_failed_verifications_keep_their_own_reasons_while_others_pause(
     def handler(tls: pausetls.TLSSocket, address: Any) -> None:
         # a successful handshake inherits no error from its paused neighbours
         assert tls.get_verify_result() == 0
-        assert pausetls.lib.ERR_peek_error() == 0
+        assert lib.ERR_peek_error() == 0
         tls.sendall(tls.recv(100))
 
     server = start_server(mutual_context(pki, server_cert, tls_version, verify), handler)
