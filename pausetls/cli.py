@@ -15,6 +15,7 @@ import math
 import os
 import re
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +30,10 @@ from .constants import TLS1_2_VERSION, TLS1_3_VERSION, TLS_SERVER_METHOD, VERIFY
 from .context import Context
 from .errors import Error
 from .info_page import TLSInfoHandler, application
+from .prefork import run_workers
+from .sealing import SessionSealer
 from .server import WSGIServer
+from .stores import store_from_url
 from .tls_socket import TLSSocket
 
 __all__ = ["main", "build_parser", "server_context"]
@@ -54,6 +58,16 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"port must be 0-65535, not {text!r}")
     return port
+
+
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"expected 1 to 256 workers, got {text!r}")
+    return value
 
 
 def _seconds(text: str) -> float:
@@ -116,6 +130,33 @@ def _add_serve_parser(commands: Any) -> None:
         default="1.2",
         help="Oldest TLS version accepted (default: %(default)s).",
     )
+    serve.add_argument(
+        "--session-store",
+        metavar="URL",
+        default="memory://",
+        help="Where TLS sessions are kept for resumption: memory:// (this process), memcached://HOST:PORT "
+        "or redis://HOST:PORT/DB (shared by workers and machines) (default: %(default)s).",
+    )
+    serve.add_argument(
+        "--session-key-file",
+        metavar="FILE",
+        help="File of 'id:hex-key' lines (AES-256) sealing the sessions in the store; the last line seals, "
+        "all open. Servers sharing a store need the same file; without it a key is made at start.",
+    )
+    serve.add_argument(
+        "--session-timeout",
+        type=_seconds,
+        default=0.5,
+        metavar="SECONDS",
+        help="Longest a handshake waits on the session store before a full handshake (default: %(default)s).",
+    )
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="Processes serving the one listening socket; they share sessions through the store (default: 1).",
+    )
     serve.set_defaults(run=_serve, subparser=serve)
 
 
@@ -145,15 +186,52 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="pausetls: %(message)s")
     with contextlib.ExitStack() as cleanup:  # removes the throwaway certificate's directory
         try:
-            server = _start_server(args, _server_context(args, cleanup))
-        except (Error, OSError) as exc:
+            context = _server_context(args, cleanup)
+            _install_session_cache(args, context)
+            listener = WSGIServer.get_listener((args.host, args.port), family=_family(args.host))
+        except (Error, OSError, ValueError) as exc:
             print(f"pausetls: error: {exc}", file=sys.stderr)
             return 1
-        print(f"pausetls: serving https://{_url_host(args.host)}:{server.server_port}/ (OpenSSL {_openssl_release()})")
-        sys.stdout.flush()
-        _run_until_signalled(server)
-    print(f"pausetls: stopped; counters: {json.dumps(server.stats.as_dict())}", flush=True)
+        port = listener.getsockname()[1]
+        print(f"pausetls: serving https://{_url_host(args.host)}:{port}/ (OpenSSL {_openssl_release()})", flush=True)
+        if args.workers > 1:
+            return run_workers(args.workers, lambda number: _serve_on(listener, context, args, f"worker {number}"))
+        return _serve_on(listener, context, args, "")
+
+
+def _serve_on(listener: Any, context: Context, args: argparse.Namespace, name: str) -> int:
+    server = WSGIServer(
+        listener,
+        application,
+        context=context,
+        handshake_timeout=args.handshake_timeout,
+        handler_class=TLSInfoHandler,
+    )
+    server.start()
+    _run_until_signalled(server, lambda: _print_counters(server, name, "running"))
+    _print_counters(server, name, "stopped")
     return 0
+
+
+def _print_counters(server: WSGIServer, name: str, state: str) -> None:
+    counters: dict[str, Any] = dict(server.stats.as_dict())
+    cache = server.context.session_cache
+    if cache is not None:
+        counters["sessions"] = cache.stats.as_dict()
+    who = f" {name}" if name else ""
+    print(f"pausetls{who}: {state}; counters: {json.dumps(counters)}", flush=True)
+
+
+def _install_session_cache(args: argparse.Namespace, context: Context) -> None:
+    """The server's session cache: the store named by --session-store, sealed with --session-key-file
+    (or with a key made now, which pre-forked workers share)."""
+    store = store_from_url(args.session_store, timeout=args.session_timeout)
+    sealer = SessionSealer.from_file(args.session_key_file) if args.session_key_file else SessionSealer.generate()
+    context.set_session_cache(store, timeout=args.session_timeout, sealer=sealer)
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def _server_context(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> Context:
@@ -190,24 +268,12 @@ def server_context(
 
 
 def _select_alpn(conn: TLSSocket, offered: list[bytes]) -> bytes | None:
-    """HTTP/1.1 is all this server speaks (a client offering only other protocols gets an alert)."""
+    """HTTP/1.1 is all this server speaks (a client offering only other protocols goes on without ALPN)."""
     return b"http/1.1" if b"http/1.1" in offered else None
 
 
-def _start_server(args: argparse.Namespace, context: Context) -> WSGIServer:
-    server = WSGIServer(
-        (args.host, args.port),
-        application,
-        context=context,
-        handshake_timeout=args.handshake_timeout,
-        handler_class=TLSInfoHandler,
-    )
-    server.start()
-    return server
-
-
-def _run_until_signalled(server: WSGIServer) -> None:
-    """Serve until SIGINT or SIGTERM; the signal's greenlet stops the server."""
+def _run_until_signalled(server: WSGIServer, report: Callable[[], None]) -> None:
+    """Serve until SIGINT or SIGTERM (the signal's greenlet stops the server); SIGUSR1 calls *report*."""
     stopped = Event()
 
     def stop(signum: int) -> None:
@@ -219,6 +285,7 @@ def _run_until_signalled(server: WSGIServer) -> None:
 
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     handlers = [gevent.signal_handler(signum, stop, signum) for signum in previous]
+    handlers.append(gevent.signal_handler(signal.SIGUSR1, report))
     try:
         stopped.wait()
     finally:

@@ -257,6 +257,7 @@ class Context:
         namespace: str = "pausetls",
         mode: int = _STORE_CACHE_MODE,
         max_pending_writes: int = 1024,
+        keep_sessions_on_eof: bool = True,
     ) -> SessionCache:
         """Keep this server's sessions in *store* (default: in memory; memcached, Redis, ...), sealed.
 
@@ -267,15 +268,20 @@ class Context:
         (``mode``) so the store is the one source of truth.  *sealer* holds
         the AES-256-GCM keys; share it (`SessionSealer.from_file`) between
         processes that share the store.
+
+        OpenSSL 3 discards a session when its connection ends without
+        close_notify, which most HTTP clients (CPython's ``ssl`` among them)
+        do.  *keep_sessions_on_eof* sets ``OP_IGNORE_UNEXPECTED_EOF`` so those
+        sessions stay resumable; the price is that such an EOF reads as a
+        clean close (no `TruncatedStreamError`) on this context.
         """
         if store is None:
             from .stores.memory import MemoryStore
 
             store = MemoryStore()
         backend = StoreBackend(store, sealer or SessionSealer.generate(), namespace)
-        return self._install_session_cache(
-            SessionCache(backend, timeout=timeout, max_pending_writes=max_pending_writes), mode
-        )
+        cache = SessionCache(backend, timeout=timeout, max_pending_writes=max_pending_writes)
+        return self._install_session_cache(cache, mode, keep_sessions_on_eof)
 
     def set_session_callbacks(
         self,
@@ -285,15 +291,19 @@ class Context:
         *,
         timeout: float = 0.5,
         mode: int = _STORE_CACHE_MODE,
+        keep_sessions_on_eof: bool = True,
     ) -> SessionCache:
         """Low level: ``get(session_id) -> der | None`` may block (it pauses the handshake);
         ``new(session_id, der)`` and ``remove(session_id)`` run later in their own greenlet.
-        The DER holds the master secret: seal it before it leaves the process."""
+        The DER holds the master secret: seal it before it leaves the process.
+        *mode* and *keep_sessions_on_eof* as for `set_session_cache`."""
         cache = SessionCache(CallbackBackend(get, new, remove), timeout=timeout)
-        return self._install_session_cache(cache, mode)
+        return self._install_session_cache(cache, mode, keep_sessions_on_eof)
 
-    def _install_session_cache(self, cache: SessionCache, mode: int) -> SessionCache:
+    def _install_session_cache(self, cache: SessionCache, mode: int, keep_sessions_on_eof: bool) -> SessionCache:
         self.session_cache = cache
+        if keep_sessions_on_eof:
+            self.set_options(lib.SSL_OP_IGNORE_UNEXPECTED_EOF)
         self.set_options(lib.SSL_OP_NO_TICKET)
         lib.SSL_CTX_set_num_tickets(self._ctx, 1)  # one stateful ticket: one store write per handshake
         lib.SSL_CTX_set_session_cache_mode(self._ctx, mode)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import os
 from collections.abc import Callable, Iterable
 from typing import Any, TypedDict
 from urllib.parse import parse_qs
@@ -26,6 +27,7 @@ class TLSDetails(TypedDict):
     resumed: bool
     alpn: str | None
     client_subject: str | None
+    server_pid: int
 
 
 def tls_details(tls: TLSSocket) -> TLSDetails:
@@ -36,6 +38,7 @@ def tls_details(tls: TLSSocket) -> TLSDetails:
         "resumed": tls.session_reused,
         "alpn": tls.selected_alpn_protocol(),
         "client_subject": _client_subject(tls),
+        "server_pid": os.getpid(),  # which worker answered (pausetls serve --workers N)
     }
 
 
@@ -75,6 +78,7 @@ def _rows(details: TLSDetails | None) -> list[tuple[str, str]]:
         ("Session resumed", "yes" if details["resumed"] else "no"),
         ("ALPN", details["alpn"] or "none"),
         ("Client certificate", details["client_subject"] or "none"),
+        ("Server process", str(details["server_pid"])),
     ]
 
 

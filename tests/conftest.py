@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import shutil
 import ssl
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 import pausetls
 
 from pki import PKI, Issued
+from servers import memcached_server, redis_server, require_binary  # noqa: F401 - fixtures, re-export
 
 TLS_VERSIONS = [pausetls.TLS1_2_VERSION, pausetls.TLS1_3_VERSION]
 STDLIB_VERSIONS = {pausetls.TLS1_2_VERSION: ssl.TLSVersion.TLSv1_2, pausetls.TLS1_3_VERSION: ssl.TLSVersion.TLSv1_3}
@@ -134,10 +134,3 @@ def no_leaks() -> Iterator[None]:
 
     assert wait_until(settled), f"objects left behind: {pausetls.live_objects()}"
     assert wait_until(lambda: len(live_greenlets()) <= before_greenlets), f"greenlets left behind: {live_greenlets()}"
-
-
-def require_binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed (.ci/run installs it)")
-    return path

@@ -1,0 +1,85 @@
+"""Argument checks and error wrapping shared by every store, so all stores accept exactly the same input."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ..errors import SessionStoreError
+
+MAX_KEY_LENGTH = 200
+
+# Printable ASCII without space: memcached's text protocol cannot carry
+# whitespace or control characters in a key, and a key that works in one store
+# must work in all of them.
+_KEY_RE = re.compile(rf"[\x21-\x7e]{{1,{MAX_KEY_LENGTH}}}")
+
+
+def check_key(key: object) -> str:
+    if not isinstance(key, str):
+        raise ValueError(f"session store key must be str, not {type(key).__name__}")
+    if _KEY_RE.fullmatch(key) is None:
+        raise ValueError(
+            f"session store key must be 1-{MAX_KEY_LENGTH} printable ASCII characters without spaces: {key[:60]!r}"
+        )
+    return key
+
+
+def check_value(value: object) -> bytes:
+    if not isinstance(value, bytes):
+        raise TypeError(f"session store value must be bytes, not {type(value).__name__}")
+    return value
+
+
+def check_ttl(ttl: object) -> int:
+    if isinstance(ttl, bool) or not isinstance(ttl, int):
+        raise TypeError(f"session store ttl must be an int (seconds), not {type(ttl).__name__}")
+    if ttl < 1:
+        raise ValueError(f"session store ttl must be >= 1 second, not {ttl}")
+    return ttl
+
+
+def format_address(host: str, port: int) -> str:
+    """``host:port``, with IPv6 literals in brackets as in URLs."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def store_error(store: str, address: str, operation: str, exc: BaseException) -> SessionStoreError:
+    """The error a networked store raises (``from exc``): names store, address and the original failure."""
+    detail = str(exc) or "no details"
+    return SessionStoreError(f"{store} at {address}: {operation} failed: {type(exc).__name__}: {detail}")
+
+
+def closed_error(store: str, address: str) -> SessionStoreError:
+    return SessionStoreError(f"{store} at {address} is closed")
+
+
+class Slots:
+    """At most *size* operations at once (the connection pool's size); the others wait up to *timeout*.
+
+    The libraries' own pools fail at once when full, and their blocking
+    variants wait on stdlib locks, which would block the hub without gevent's
+    monkey-patching.  A cooperative store waits on a gevent semaphore (its
+    sockets belong to one hub anyway), a blocking one on a threading one.
+    """
+
+    def __init__(self, size: int, timeout: float, cooperative: bool) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"the pool size must be an int >= 1, not {size!r}")
+        self.size = size
+        self.timeout = timeout
+        lock_module = importlib.import_module("gevent.lock") if cooperative else threading
+        self._semaphore: Any = lock_module.BoundedSemaphore(size)
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        if not self._semaphore.acquire(timeout=self.timeout):
+            raise TimeoutError(f"all {self.size} connections stayed busy for {self.timeout} s")
+        try:
+            yield
+        finally:
+            self._semaphore.release()

@@ -1,0 +1,259 @@
+"""The external session cache in one process: resumption, pausing lookups, sealing, faults."""
+
+from __future__ import annotations
+
+import ssl
+import time
+from typing import Any
+
+import gevent
+import pytest
+
+import pausetls
+from pausetls.sealing import SessionSealer, store_key
+from pausetls.stores import MemoryStore
+
+from conftest import make_server_context, stdlib_client_context
+from pki import PKI, Issued
+
+
+class DelayedStore:
+    """A real store behind a real delay (the store path waits, as on a slow network)."""
+
+    def __init__(self, inner: Any, delay: float) -> None:
+        self.inner = inner
+        self.delay = delay
+        self.waiting = 0
+        self.most_waiting = 0
+
+    def get(self, key: str) -> bytes | None:
+        self.waiting += 1
+        self.most_waiting = max(self.most_waiting, self.waiting)
+        try:
+            gevent.sleep(self.delay)
+            return self.inner.get(key)  # type: ignore[no-any-return]
+        finally:
+            self.waiting -= 1
+
+    def set(self, key: str, value: bytes, ttl: int) -> None:
+        self.inner.set(key, value, ttl)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class DownStore(MemoryStore):
+    """A store whose lookups fail, as a store that is down does."""
+
+    def get(self, key: str) -> bytes | None:
+        raise pausetls.SessionStoreError("store unreachable: connection refused")
+
+
+def connect_once(port: int, ctx: ssl.SSLContext, session: ssl.SSLSession | None = None) -> tuple[ssl.SSLSession, bool]:
+    """A CPython ssl client (gevent-cooperative): handshake, one echo, and the session to resume."""
+    with gevent.socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        with ctx.wrap_socket(sock, server_hostname="localhost", session=session) as tls:
+            tls.sendall(b"x")
+            assert tls.recv(10) == b"x"  # TLS 1.3: the ticket arrives with the first read
+            assert tls.session is not None
+            return tls.session, tls.session_reused
+
+
+def cached_context(server_cert: Issued, version: int, store: Any, **kwargs: Any) -> pausetls.Context:
+    ctx = make_server_context(server_cert, version)
+    ctx.set_session_cache(store, **kwargs)
+    return ctx
+
+
+def settle(cache: Any) -> None:
+    """Wait for deferred session writes to land."""
+    deadline = time.monotonic() + 5
+    while cache._pending_writes and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+
+
+def test_resumption_through_the_store(pki: PKI, server_cert: Issued, start_server: Any, tls_version: int) -> None:
+    store = MemoryStore()
+    ctx = cached_context(server_cert, tls_version, store)
+    server = start_server(ctx)
+    client = stdlib_client_context(pki, version=tls_version, cooperative=True)
+    session, reused = connect_once(server.server_port, client)
+    assert not reused
+    settle(ctx.session_cache)
+    assert len(store) == 1
+    _, reused = connect_once(server.server_port, client, session)
+    assert reused
+    assert ctx.session_cache is not None
+    assert ctx.session_cache.stats.hits == 1 and server.stats.resumed == 1
+
+
+def test_the_default_store_is_in_memory(pki: PKI, server_cert: Issued, start_server: Any) -> None:
+    ctx = make_server_context(server_cert)
+    cache = ctx.set_session_cache()
+    server = start_server(ctx)
+    client = stdlib_client_context(pki, cooperative=True)
+    session, _ = connect_once(server.server_port, client)
+    settle(cache)
+    assert connect_once(server.server_port, client, session)[1]
+
+
+def test_500_concurrent_resumptions_pause_on_a_slow_store(
+    pki: PKI, server_cert: Issued, start_server: Any, tls_version: int
+) -> None:
+    store = DelayedStore(MemoryStore(), 0.1)
+    ctx = cached_context(server_cert, tls_version, store, timeout=5)
+    server = start_server(ctx, backlog=1024)
+    client = stdlib_client_context(pki, version=tls_version, cooperative=True)
+    session, _ = connect_once(server.server_port, client)
+    settle(ctx.session_cache)
+    started = time.monotonic()
+    runs = [gevent.spawn(connect_once, server.server_port, client, session) for _ in range(500)]
+    gevent.joinall(runs, timeout=30, raise_error=True)
+    elapsed = time.monotonic() - started
+    assert [run.value[1] for run in runs] == [True] * 500, "every client resumed"
+    assert store.most_waiting >= 100, f"lookups did not overlap (at most {store.most_waiting} at once)"
+    assert elapsed < 10, f"500 resumptions with a 100 ms store took {elapsed:.1f} s"
+
+
+def test_a_store_that_is_down_gives_full_handshakes(
+    pki: PKI, server_cert: Issued, start_server: Any, tls_version: int
+) -> None:
+    ctx = cached_context(server_cert, tls_version, DownStore())
+    server = start_server(ctx)
+    client = stdlib_client_context(pki, version=tls_version, cooperative=True)
+    session, _ = connect_once(server.server_port, client)
+    _, reused = connect_once(server.server_port, client, session)
+    assert not reused
+    assert ctx.session_cache is not None and ctx.session_cache.stats.store_errors == 1
+    assert server.stats.handshakes_failed == 0
+
+
+def test_a_store_slower_than_the_timeout_gives_a_full_handshake_in_time(
+    pki: PKI, server_cert: Issued, start_server: Any
+) -> None:
+    ctx = cached_context(server_cert, pausetls.TLS1_2_VERSION, DelayedStore(MemoryStore(), 3), timeout=0.2)
+    server = start_server(ctx)
+    client = stdlib_client_context(pki, cooperative=True)
+    session, _ = connect_once(server.server_port, client)
+    assert ctx.session_cache is not None
+    settle(ctx.session_cache)
+    # (a TLS 1.3-capable client sends a random legacy session id even when new: that lookup times out too)
+    timeouts = ctx.session_cache.stats.timeouts
+    started = time.monotonic()
+    _, reused = connect_once(server.server_port, client, session)
+    assert not reused and time.monotonic() - started < 1.5
+    assert ctx.session_cache.stats.timeouts == timeouts + 1
+
+
+def _only_key(store: MemoryStore) -> str:
+    keys = list(store._entries)  # the one session stored
+    assert len(keys) == 1
+    return str(keys[0])
+
+
+@pytest.mark.parametrize("damage", ["garbage", "tampered", "foreign-key", "moved"])
+def test_blobs_that_are_not_ours_are_misses(
+    pki: PKI, server_cert: Issued, start_server: Any, damage: str, tls_version: int
+) -> None:
+    store = MemoryStore()
+    ctx = cached_context(server_cert, tls_version, store)
+    server = start_server(ctx)
+    client = stdlib_client_context(pki, version=tls_version, cooperative=True)
+    session, _ = connect_once(server.server_port, client)
+    settle(ctx.session_cache)
+    key = _only_key(store)
+    blob = store.get(key)
+    assert blob is not None
+    if damage == "garbage":
+        store.set(key, b"\x00garbage from someone else", 60)
+    elif damage == "tampered":
+        store.set(key, blob[:-1] + bytes([blob[-1] ^ 1]), 60)
+    elif damage == "foreign-key":
+        other = SessionSealer.generate()
+        store.set(key, other.seal(b"a session sealed elsewhere", key.encode()), 60)
+    else:  # a valid blob filed under another session's key
+        store.delete(key)
+        moved = store_key("pausetls", b"pausetls:verify=0", b"another session id")
+        store.set(moved, blob, 60)
+    _, reused = connect_once(server.server_port, client, session)
+    assert not reused
+    assert server.stats.handshakes_failed == 0
+    stats = ctx.session_cache.stats if ctx.session_cache else None
+    assert stats is not None and stats.misses == 1
+    if damage != "moved":
+        assert stats.rejected == 1
+
+
+def test_a_session_without_client_auth_does_not_resume_where_it_is_required(
+    pki: PKI, server_cert: Issued, client_cert: Issued, start_server: Any, tls_version: int
+) -> None:
+    store, sealer = MemoryStore(), SessionSealer.generate()
+    open_ctx = cached_context(server_cert, tls_version, store, sealer=sealer)
+    strict_ctx = cached_context(server_cert, tls_version, store, sealer=sealer)
+    strict_ctx.load_verify_locations(pki.ca_path)
+    strict_ctx.set_verify(pausetls.VERIFY_PEER | pausetls.VERIFY_FAIL_IF_NO_PEER_CERT)
+    open_server, strict_server = start_server(open_ctx), start_server(strict_ctx)
+    client = stdlib_client_context(pki, client_cert, tls_version, cooperative=True)
+    session, _ = connect_once(open_server.server_port, client)
+    settle(open_ctx.session_cache)
+    assert connect_once(open_server.server_port, client, session)[1]  # resumable where it was made
+    _, reused = connect_once(strict_server.server_port, client, session)
+    assert not reused
+    assert strict_server.stats.handshakes_completed == 1
+
+
+def test_the_store_never_holds_the_master_secret(
+    pki: PKI, server_cert: Issued, start_server: Any, tls_version: int
+) -> None:
+    secrets: list[bytes] = []
+
+    def handler(tls: pausetls.TLSSocket, address: Any) -> None:
+        tls.sendall(tls.recv(10))
+        key = tls.master_key()
+        assert key
+        secrets.append(key)
+
+    store = MemoryStore()
+    ctx = cached_context(server_cert, tls_version, store)
+    server = start_server(ctx, handler)
+    connect_once(server.server_port, stdlib_client_context(pki, version=tls_version, cooperative=True))
+    settle(ctx.session_cache)
+    raw = b"".join(value for _, value in store._entries.values())
+    assert raw and secrets
+    assert secrets[0] not in raw
+
+
+def test_sessions_survive_key_rotation_until_the_old_key_is_retired(
+    pki: PKI, server_cert: Issued, start_server: Any
+) -> None:
+    sealer = SessionSealer.generate()
+    ctx = cached_context(server_cert, pausetls.TLS1_2_VERSION, MemoryStore(), sealer=sealer)
+    server = start_server(ctx)
+    client = stdlib_client_context(pki, cooperative=True)
+    session, _ = connect_once(server.server_port, client)
+    settle(ctx.session_cache)
+    sealer.rotate(2, bytes(range(32)))
+    assert connect_once(server.server_port, client, session)[1]
+    sealer.retire(1)
+    assert not connect_once(server.server_port, client, session)[1]
+
+
+def test_user_session_callbacks_get_new_remove(pki: PKI, server_cert: Issued, start_server: Any) -> None:
+    saved: dict[bytes, bytes] = {}
+
+    def get(session_id: bytes) -> bytes | None:
+        gevent.sleep(0.05)  # a network round trip
+        return saved.get(session_id)
+
+    ctx = make_server_context(server_cert, pausetls.TLS1_3_VERSION)
+    cache = ctx.set_session_callbacks(get=get, new=saved.__setitem__, remove=saved.pop)
+    server = start_server(ctx)
+    client = stdlib_client_context(pki, cooperative=True)
+    session, _ = connect_once(server.server_port, client)
+    settle(cache)
+    assert len(saved) == 1
+    assert connect_once(server.server_port, client, session)[1]
+    assert cache.stats.hits == 1

@@ -1,0 +1,189 @@
+"""Sessions shared through real memcached and Redis servers: across processes, workers and outages."""
+
+from __future__ import annotations
+
+import re
+import socket
+import ssl
+import time
+from pathlib import Path
+from typing import Any
+
+import gevent
+import pytest
+
+import pausetls
+from pausetls.sealing import SessionSealer
+from pausetls.stores import MemcachedStore
+
+from conftest import make_server_context, stdlib_client_context
+from pki import PKI, Issued
+from served import Served
+from servers import MemcachedServer
+
+ROW = re.compile(r"^(?P<label>[^:]+):\s+(?P<value>.*)$", re.M)
+
+
+@pytest.fixture(params=["memcached", "redis"])
+def store_server(request: pytest.FixtureRequest) -> Any:
+    return request.getfixturevalue(f"{request.param}_server")
+
+
+def fetch_page(port: int, ctx: ssl.SSLContext, session: ssl.SSLSession | None = None) -> tuple[dict[str, str], Any]:
+    """GET the info page of ``pausetls serve`` with a blocking stdlib client (the servers are other processes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
+            tls.sendall(b"GET /?format=text HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            response = b""
+            while chunk := tls.recv(65536):
+                response += chunk
+            body = response.split(b"\r\n\r\n", 1)[1].decode()
+            return {m["label"]: m["value"] for m in ROW.finditer(body)}, tls.session
+
+
+def serve(tmp_path: Path, name: str, server_cert: Issued, store_url: str, key_file: Path, *extra: str) -> Served:
+    args = ["--cert", str(server_cert.chain_path), "--key", str(server_cert.key_path)]
+    args += ["--session-store", store_url, "--session-key-file", str(key_file), *extra]
+    return Served(args, tmp_path / name)
+
+
+def resumed_within(port: int, ctx: ssl.SSLContext, session: ssl.SSLSession, seconds: float = 5) -> dict[str, str]:
+    """The first page fetched with *session* that resumed (the session is stored asynchronously)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        page, _ = fetch_page(port, ctx, session)
+        if page["Session resumed"] == "yes" or time.monotonic() > deadline:
+            return page
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "session-keys"
+    path.write_text(SessionSealer.new_key_line(1) + "\n")
+    return path
+
+
+def test_a_session_made_by_one_server_process_resumes_on_another(
+    tmp_path: Path, pki: PKI, server_cert: Issued, store_server: Any, key_file: Path, tls_version: int
+) -> None:
+    a = serve(tmp_path, "a", server_cert, store_server.url, key_file)
+    b = serve(tmp_path, "b", server_cert, store_server.url, key_file)
+    try:
+        ctx = stdlib_client_context(pki, version=tls_version)
+        first, session = fetch_page(a.port, ctx)
+        assert first["Session resumed"] == "no"
+        second = resumed_within(b.port, ctx, session)
+        assert second["Session resumed"] == "yes"
+        assert second["Server process"] != first["Server process"]
+        assert b.stop() == 0
+        assert b.counters()["sessions"]["hits"] >= 1
+    finally:
+        a.kill()
+        b.kill()
+
+
+def test_pre_forked_workers_resume_each_others_sessions(
+    tmp_path: Path, pki: PKI, server_cert: Issued, memcached_server: MemcachedServer, key_file: Path
+) -> None:
+    served = serve(tmp_path, "workers", server_cert, memcached_server.url, key_file, "--workers", "2")
+    try:
+        ctx = stdlib_client_context(pki)
+        first, session = fetch_page(served.port, ctx)
+        pids = {first["Server process"]}
+        for _ in range(60):
+            page, _ = fetch_page(served.port, ctx, session)
+            pids.add(page["Server process"])
+            if page["Session resumed"] == "yes" and page["Server process"] != first["Server process"]:
+                break
+            time.sleep(0.02)
+        else:
+            pytest.fail(f"no resumption on another worker (pids seen: {pids})")
+        assert served.stop() == 0
+    finally:
+        served.kill()
+
+
+def test_killing_memcached_mid_run_degrades_to_full_handshakes_and_recovers(
+    pki: PKI, server_cert: Issued, memcached_server: MemcachedServer, start_server: Any, tls_version: int
+) -> None:
+    ctx = make_server_context(server_cert, tls_version)
+    cache = ctx.set_session_cache(MemcachedStore(*memcached_server.address, timeout=0.3), timeout=0.3)
+    server = start_server(ctx)
+    client = stdlib_client_context(pki, version=tls_version, cooperative=True)
+
+    def handshake(session: ssl.SSLSession | None = None) -> tuple[ssl.SSLSession, bool]:
+        with gevent.socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as raw:
+            with client.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
+                tls.sendall(b"x")
+                assert tls.recv(10) == b"x"
+                return tls.session, tls.session_reused
+
+    def resumes(session: ssl.SSLSession) -> bool:
+        return any(handshake(session)[1] or gevent.sleep(0.05) for _ in range(40))
+
+    session, _ = handshake()
+    assert resumes(session)
+    hits = cache.stats.hits
+
+    memcached_server.stop()
+    outcomes = [handshake(session)[1] for _ in range(5)]  # every client is served, with full handshakes
+    assert outcomes == [False] * 5
+    assert cache.stats.store_errors + cache.stats.timeouts >= 5
+    assert cache.stats.hits == hits
+
+    memcached_server.start()
+    session, _ = handshake()  # the restarted memcached is empty: make a new session
+    assert resumes(session)
+    assert cache.stats.hits > hits
+    assert server.stats.handshakes_failed == 0
+
+
+def test_the_shared_store_holds_no_master_secret(
+    pki: PKI, server_cert: Issued, memcached_server: MemcachedServer, start_server: Any, tls_version: int
+) -> None:
+    secrets: list[bytes] = []
+
+    def handler(tls: pausetls.TLSSocket, address: Any) -> None:
+        tls.sendall(tls.recv(10))
+        secrets.append(tls.master_key() or b"")
+
+    store = MemcachedStore(*memcached_server.address)
+    ctx = make_server_context(server_cert, tls_version)
+    cache = ctx.set_session_cache(store)
+    server = start_server(ctx, handler)
+    client = stdlib_client_context(pki, version=tls_version, cooperative=True)
+    with gevent.socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as raw:
+        with client.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"x")
+            tls.recv(10)
+    deadline = time.monotonic() + 5
+    while cache.stats.stored == 0 and time.monotonic() < deadline:
+        gevent.sleep(0.02)
+    assert cache.stats.stored >= 1 and secrets and len(secrets[0]) >= 32
+    raw_dump = _memcached_dump(memcached_server.address)
+    assert raw_dump, "nothing was stored"
+    assert secrets[0] not in raw_dump
+
+
+def _memcached_dump(address: tuple[str, int]) -> bytes:
+    """Every value memcached holds, read with its own text protocol (lru_crawler metadump + get)."""
+    with socket.create_connection(address, timeout=5) as sock:
+        sock.sendall(b"lru_crawler metadump all\r\n")
+        listing = _read_until(sock, b"END\r\n")
+        keys = re.findall(rb"key=(\S+)", listing)
+        values = b""
+        for key in keys:
+            sock.sendall(b"get " + key.replace(b"%3A", b":") + b"\r\n")
+            values += _read_until(sock, b"END\r\n")
+        return values
+
+
+def _read_until(sock: socket.socket, marker: bytes) -> bytes:
+    data = b""
+    while not data.endswith(marker):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
