@@ -15,9 +15,11 @@ from ._binding import openssl_version
 from ._job import Job, JobState, Paused, current_job, in_job, pause
 from ._live import live_objects
 from .client import client_context, connect
+from .client_hello import ClientHello
 from .constants import *  # noqa: F403 - pyOpenSSL-style module constants
 from .context import NO_OVERLAPPING_PROTOCOLS, Context
 from .errors import (
+    Alert,
     CallbackError,
     CancelledError,
     ClosedError,
@@ -40,6 +42,8 @@ Connection = TLSSocket  # pyOpenSSL's name for the per-connection object
 __version__ = "0.1.0"
 
 __all__ = [
+    "Alert",
+    "ClientHello",
     "CallbackError",
     "CancelledError",
     "ClosedError",

@@ -93,6 +93,20 @@ static const int X509_V_ERR_APPLICATION_VERIFICATION;
 static const int X509_V_ERR_CERT_REJECTED;
 static const unsigned int X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS;
 
+static const int SSL_TLSEXT_ERR_OK;
+static const int SSL_TLSEXT_ERR_ALERT_FATAL;
+static const int SSL_TLSEXT_ERR_NOACK;
+static const int SSL_CLIENT_HELLO_SUCCESS;
+static const int SSL_CLIENT_HELLO_ERROR;
+static const int SSL_AD_HANDSHAKE_FAILURE;
+static const int SSL_AD_BAD_CERTIFICATE;
+static const int SSL_AD_ACCESS_DENIED;
+static const int SSL_AD_INTERNAL_ERROR;
+static const int SSL_AD_UNRECOGNIZED_NAME;
+static const int SSL_AD_BAD_CERTIFICATE_STATUS_RESPONSE;
+static const int SSL_AD_NO_APPLICATION_PROTOCOL;
+static const int TLSEXT_STATUSTYPE_ocsp;
+
 static const int ERR_LIB_SSL;
 static const int SSL_R_UNEXPECTED_EOF_WHILE_READING;
 static const int SSL_R_CERTIFICATE_VERIFY_FAILED;
@@ -139,6 +153,25 @@ void SSL_CTX_set_alpn_select_cb(SSL_CTX *,
             const unsigned char *, unsigned int, void *), void *);
 int SSL_select_next_proto(unsigned char **, unsigned char *,
     const unsigned char *, unsigned int, const unsigned char *, unsigned int);
+
+long SSL_CTX_set_tlsext_servername_callback(SSL_CTX *, int (*)(SSL *, int *, void *));
+void SSL_CTX_set_client_hello_cb(SSL_CTX *, int (*)(SSL *, int *, void *), void *);
+int SSL_client_hello_get0_ext(SSL *, unsigned int, const unsigned char **, size_t *);
+size_t SSL_client_hello_get0_ciphers(SSL *, const unsigned char **);
+unsigned int SSL_client_hello_get0_legacy_version(SSL *);
+int SSL_client_hello_get1_extensions_present(SSL *, int **, size_t *);
+void SSL_CTX_set_cert_cb(SSL_CTX *, int (*)(SSL *, void *), void *);
+long SSL_CTX_set_tlsext_status_cb(SSL_CTX *, int (*)(SSL *, void *));
+long SSL_set_tlsext_status_type(SSL *, int);
+long SSL_set_tlsext_status_ocsp_resp(SSL *, unsigned char *, long);
+long SSL_get_tlsext_status_ocsp_resp(SSL *, const unsigned char **);
+int SSL_use_certificate(SSL *, X509 *);
+int SSL_use_PrivateKey(SSL *, EVP_PKEY *);
+int SSL_use_certificate_chain_file(SSL *, const char *);
+long SSL_add1_chain_cert(SSL *, X509 *);
+int SSL_check_private_key(const SSL *);
+const SSL_CIPHER *SSL_CIPHER_find(SSL *, const unsigned char *);
+void *OPENSSL_malloc(size_t);
 
 SSL *SSL_new(SSL_CTX *);
 uint64_t SSL_set_options(SSL *, uint64_t);
@@ -226,6 +259,10 @@ extern "Python" int pausetls_verify_cb(int, X509_STORE_CTX *);
 extern "Python" SSL_SESSION *pausetls_session_get_cb(SSL *, const unsigned char *, int, int *);
 extern "Python" int pausetls_session_new_cb(SSL *, SSL_SESSION *);
 extern "Python" void pausetls_session_remove_cb(SSL_CTX *, SSL_SESSION *);
+extern "Python" int pausetls_servername_cb(SSL *, int *, void *);
+extern "Python" int pausetls_client_hello_cb(SSL *, int *, void *);
+extern "Python" int pausetls_cert_cb(SSL *, void *);
+extern "Python" int pausetls_status_cb(SSL *, void *);
 extern "Python" int pausetls_alpn_select_cb(SSL *, const unsigned char **,
     unsigned char *, const unsigned char *, unsigned int, void *);
 """

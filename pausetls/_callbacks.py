@@ -14,8 +14,10 @@ from typing import Any
 
 from ._binding import ffi, lib
 from ._certs import x509_to_pyopenssl
-from ._job import Job
+from ._job import Job, pause
+from .client_hello import read_client_hello
 from .context import NO_OVERLAPPING_PROTOCOLS, context_of
+from .errors import Alert
 from .tls_socket import TLSSocket, connection_of
 
 log = logging.getLogger("pausetls")
@@ -43,6 +45,43 @@ def _job_of(conn: TLSSocket) -> Job:
     return job
 
 
+def _is_pending(value: Any) -> bool:
+    """A result another greenlet completes later (gevent's AsyncResult, a Future-like)."""
+    return callable(getattr(value, "ready", None)) and callable(getattr(value, "get", None))
+
+
+def _run_hook(conn: TLSSocket, name: str, callback: Any, *args: Any) -> tuple[bool, Any]:
+    """Run a pausable user callback inside the handshake's job.
+
+    A pending result is waited for (the handshake pauses until another
+    greenlet completes it); the context's ``callback_timeout`` bounds the
+    whole call.  Returns ``(ran, value)`` as `Job.run_callback` does.
+    """
+    timeout = conn.get_context().callback_timeout
+
+    def call() -> Any:
+        result = callback(*args)
+        return pause(result, None) if _is_pending(result) else result
+
+    if timeout is None:
+        return _job_of(conn).run_callback(name, True, call)
+    return _job_of(conn).run_callback(name, True, conn._driver.call_with_timeout, call, timeout)
+
+
+def _alert(conn: TLSSocket, name: str, rejected: int) -> int:
+    """The alert for a failed hook: the callback's own `Alert`, *rejected* if it said no, else internal_error.
+
+    A refusal is recorded as an `Alert` on the job, so the handshake raises a clear error naming the callback.
+    """
+    job = _job_of(conn)
+    if job.exception is None:
+        job.exception = Alert(rejected, f"the {name} callback returned False")
+        job.failed_callback = name
+    if isinstance(job.exception, Alert):
+        return job.exception.description
+    return int(lib.SSL_AD_INTERNAL_ERROR)
+
+
 @ffi.def_extern(onerror=_report)
 def pausetls_verify_cb(preverify_ok: int, store_ctx: Any) -> int:
     """``SSL_verify_cb``: 1 accepts this certificate, 0 rejects it (handshake fails with an alert)."""
@@ -54,7 +93,7 @@ def pausetls_verify_cb(preverify_ok: int, store_ctx: Any) -> int:
     errnum = lib.X509_STORE_CTX_get_error(store_ctx)
     depth = lib.X509_STORE_CTX_get_error_depth(store_ctx)
     cert = x509_to_pyopenssl(lib.X509_STORE_CTX_get_current_cert(store_ctx))
-    ran, accepted = _job_of(conn).run_callback("verify", True, callback, conn, cert, errnum, depth, preverify_ok)
+    ran, accepted = _run_hook(conn, "verify", callback, conn, cert, errnum, depth, preverify_ok)
     if ran and accepted:
         lib.X509_STORE_CTX_set_error(store_ctx, lib.X509_V_OK)
         return 1
@@ -76,7 +115,7 @@ def pausetls_alpn_select_cb(ssl: Any, out: Any, outlen: Any, inp: Any, inlen: in
     while wire:
         offered.append(wire[1 : 1 + wire[0]])
         wire = wire[1 + wire[0] :]
-    ran, chosen = _job_of(conn).run_callback("alpn_select", True, callback, conn, offered)
+    ran, chosen = _run_hook(conn, "alpn_select", callback, conn, offered)
     if ran and (chosen is None or chosen is NO_OVERLAPPING_PROTOCOLS):
         return _ALPN_NOACK
     if not ran or chosen not in offered:
@@ -156,3 +195,88 @@ def pausetls_session_remove_cb(ctx: Any, session: Any) -> None:
     cache = None if context is None else context.session_cache
     if cache is not None:
         cache.forget_later(*_session_ids(session))
+
+
+@ffi.def_extern(onerror=_report)
+def pausetls_servername_cb(ssl: Any, alert: Any, arg: Any) -> int:
+    """SNI: OK, or a fatal alert (unrecognized_name when the callback returns False)."""
+    conn = connection_of(ssl)
+    callback = None if conn is None else conn.get_context()._servername_callback
+    if conn is None or callback is None:
+        return int(lib.SSL_TLSEXT_ERR_OK)
+    ran, result = _run_hook(conn, "servername", callback, conn)
+    if ran and result is not False:
+        return int(lib.SSL_TLSEXT_ERR_OK)
+    alert[0] = _alert(conn, "servername", lib.SSL_AD_UNRECOGNIZED_NAME)
+    return int(lib.SSL_TLSEXT_ERR_ALERT_FATAL)
+
+
+@ffi.def_extern(onerror=_report)
+def pausetls_client_hello_cb(ssl: Any, alert: Any, arg: Any) -> int:
+    """Client hello: success, or an error with an alert (handshake_failure when the callback returns False)."""
+    conn = connection_of(ssl)
+    callback = None if conn is None else conn.get_context()._client_hello_callback
+    if conn is None or callback is None:
+        return int(lib.SSL_CLIENT_HELLO_SUCCESS)
+    ran, result = _run_hook(conn, "client_hello", callback, conn, read_client_hello(ssl))
+    if ran and result is not False:
+        return int(lib.SSL_CLIENT_HELLO_SUCCESS)
+    alert[0] = _alert(conn, "client_hello", lib.SSL_AD_HANDSHAKE_FAILURE)
+    return int(lib.SSL_CLIENT_HELLO_ERROR)
+
+
+@ffi.def_extern(onerror=_report)
+def pausetls_cert_cb(ssl: Any, arg: Any) -> int:
+    """Certificate selection: 1 to go on, 0 to fail (OpenSSL sends internal_error)."""
+    conn = connection_of(ssl)
+    callback = None if conn is None else conn.get_context()._certificate_callback
+    if conn is None or callback is None:
+        return 1
+    ran, result = _run_hook(conn, "certificate", callback, conn)
+    return 1 if ran and result is not False else 0
+
+
+@ffi.def_extern(onerror=_report)
+def pausetls_status_cb(ssl: Any, arg: Any) -> int:
+    """OCSP status: the server staples a response; the client checks the one it got."""
+    conn = connection_of(ssl)
+    if conn is None:
+        return int(lib.SSL_TLSEXT_ERR_NOACK) if lib.SSL_is_server(ssl) else 1
+    context = conn.get_context()
+    if lib.SSL_is_server(ssl):
+        return _staple(conn, context._ocsp_server_callback, context._ocsp_data)
+    return _check_stapled(conn, context._ocsp_client_callback, context._ocsp_data)
+
+
+def _staple(conn: TLSSocket, callback: Any, data: Any) -> int:
+    if callback is None:
+        return int(lib.SSL_TLSEXT_ERR_NOACK)
+    ran, response = _run_hook(conn, "ocsp_server", callback, conn, data)
+    if not ran or not isinstance(response, bytes):
+        if ran:  # a wrong type is a callback fault, failed closed like an exception
+            _job_of(conn).run_callback("ocsp_server", False, _wrong_type, response)
+        return int(lib.SSL_TLSEXT_ERR_ALERT_FATAL)
+    if not response:
+        return int(lib.SSL_TLSEXT_ERR_NOACK)
+    buf = lib.OPENSSL_malloc(len(response))  # OpenSSL takes ownership of the copy
+    if buf == ffi.NULL:
+        return int(lib.SSL_TLSEXT_ERR_ALERT_FATAL)
+    ffi.memmove(buf, response, len(response))
+    lib.SSL_set_tlsext_status_ocsp_resp(conn._ssl, buf, len(response))
+    return int(lib.SSL_TLSEXT_ERR_OK)
+
+
+def _check_stapled(conn: TLSSocket, callback: Any, data: Any) -> int:
+    if callback is None:
+        return 1
+    out = ffi.new("const unsigned char **")
+    length = lib.SSL_get_tlsext_status_ocsp_resp(conn._ssl, out)
+    stapled = b"" if length <= 0 or out[0] == ffi.NULL else bytes(ffi.buffer(out[0], length))
+    ran, accepted = _run_hook(conn, "ocsp_client", callback, conn, stapled, data)
+    if not ran:
+        return -1  # an internal error: the handshake fails
+    return 1 if accepted else 0
+
+
+def _wrong_type(value: Any) -> None:
+    raise TypeError(f"expected bytes (DER OCSP response), got {type(value).__name__}")

@@ -17,6 +17,7 @@ from .sealing import SessionSealer
 from .session_cache import CallbackBackend, SessionCache, StoreBackend
 
 if TYPE_CHECKING:
+    from .client_hello import ClientHello
     from .stores import SessionStore
     from .tls_socket import TLSSocket
 
@@ -87,6 +88,13 @@ class Context:
         lib.SSL_CTX_set_ex_data(self._ctx, _EX_DATA_INDEX, self._handle)
         self._verify_callback: VerifyCallback | None = None
         self._alpn_select_callback: AlpnSelectCallback | None = None
+        self._servername_callback: Callable[[TLSSocket], Any] | None = None
+        self._client_hello_callback: Callable[[TLSSocket, ClientHello], Any] | None = None
+        self._certificate_callback: Callable[[TLSSocket], Any] | None = None
+        self._ocsp_server_callback: Callable[[TLSSocket, Any], Any] | None = None
+        self._ocsp_client_callback: Callable[[TLSSocket, bytes, Any], Any] | None = None
+        self._ocsp_data: Any = None
+        self.callback_timeout: float | None = None
         self._app_data: Any = None
         lib.SSL_CTX_set_options(self._ctx, lib.SSL_OP_NO_COMPRESSION)
         lib.SSL_CTX_set_mode(self._ctx, lib.SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | lib.SSL_MODE_RELEASE_BUFFERS)
@@ -227,6 +235,59 @@ class Context:
         """Server: ``callback(conn, offered_protocols) -> chosen`` (may block on the loop)."""
         self._alpn_select_callback = callback
         lib.SSL_CTX_set_alpn_select_cb(self._ctx, lib.pausetls_alpn_select_cb, ffi.NULL)
+
+    # -- pausable handshake hooks ----------------------------------------
+    #
+    # Each callback may block on the event loop (the handshake pauses) or
+    # return a pending object (anything with ``ready()`` and ``get()``, such
+    # as gevent's ``AsyncResult``) that another greenlet completes later.
+    # Raising `pausetls.Alert` fails the handshake with that alert; any other
+    # exception fails it with internal_error and is re-raised from the
+    # handshake as `CallbackError`.  `set_callback_timeout` bounds them all.
+
+    def set_callback_timeout(self, seconds: float | None) -> None:
+        """Longest any one handshake callback may take (pauses included); None: no limit."""
+        self.callback_timeout = seconds
+
+    def set_tlsext_servername_callback(self, callback: Callable[[TLSSocket], Any]) -> None:
+        """Server: ``callback(conn)`` after the SNI name is read (``conn.get_servername()``).
+
+        It may switch the connection to another context (``conn.set_context``)
+        or load a certificate for it (``conn.use_certificate``...).  Returning
+        False rejects the handshake with unrecognized_name.
+        """
+        self._servername_callback = callback
+        lib.SSL_CTX_set_tlsext_servername_callback(self._ctx, lib.pausetls_servername_cb)
+
+    def set_client_hello_callback(self, callback: Callable[[TLSSocket, ClientHello], Any]) -> None:
+        """Server: ``callback(conn, hello)`` first thing, with what the client offered (`ClientHello`).
+
+        Returning False rejects the handshake with handshake_failure.
+        """
+        self._client_hello_callback = callback
+        lib.SSL_CTX_set_client_hello_cb(self._ctx, lib.pausetls_client_hello_cb, ffi.NULL)
+
+    def set_certificate_callback(self, callback: Callable[[TLSSocket], Any]) -> None:
+        """``callback(conn)`` before the certificate is chosen: set it with ``conn.use_certificate``
+        and ``conn.use_privatekey``.  Returning False fails the handshake (internal_error)."""
+        self._certificate_callback = callback
+        lib.SSL_CTX_set_cert_cb(self._ctx, lib.pausetls_cert_cb, ffi.NULL)
+
+    def set_ocsp_server_callback(self, callback: Callable[[TLSSocket, Any], Any], data: Any = None) -> None:
+        """Server: ``callback(conn, data) -> bytes``, the DER OCSP response to staple (b"" for none).
+
+        Called only when the client asks for one.
+        """
+        self._ocsp_server_callback = callback
+        self._ocsp_data = data
+        lib.SSL_CTX_set_tlsext_status_cb(self._ctx, lib.pausetls_status_cb)
+
+    def set_ocsp_client_callback(self, callback: Callable[[TLSSocket, bytes, Any], Any], data: Any = None) -> None:
+        """Client: ``callback(conn, ocsp_der, data) -> bool`` with the stapled response (b"" if none);
+        False fails the handshake with bad_certificate_status_response.  Call ``conn.request_ocsp()``."""
+        self._ocsp_client_callback = callback
+        self._ocsp_data = data
+        lib.SSL_CTX_set_tlsext_status_cb(self._ctx, lib.pausetls_status_cb)
 
     # -- sessions --------------------------------------------------------
 

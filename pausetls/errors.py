@@ -19,6 +19,7 @@ __all__ = [
     "ConnectionBusyError",
     "CancelledError",
     "ClosedError",
+    "Alert",
     "SessionStoreError",
 ]
 
@@ -82,6 +83,29 @@ class ConnectionBusyError(Error):
 
 class CancelledError(Error):
     """The job was cancelled because its connection was closed elsewhere."""
+
+
+class Alert(Error):
+    """Raise from a handshake callback to fail the handshake with this TLS alert (``ALERT_*``).
+
+    The alert goes to the peer; the same exception comes out of ``do_handshake()``.
+    """
+
+    def __init__(self, description: int, reason: str = "") -> None:
+        self.description = description
+        name = _ALERT_NAMES.get(description, f"alert {description}")
+        super().__init__(f"handshake rejected with {name}" + (f": {reason}" if reason else ""))
+
+
+_ALERT_NAMES = {
+    40: "handshake_failure",
+    42: "bad_certificate",
+    49: "access_denied",
+    80: "internal_error",
+    112: "unrecognized_name",
+    113: "bad_certificate_status_response",
+    120: "no_application_protocol",
+}
 
 
 class SessionStoreError(Error):

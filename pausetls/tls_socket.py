@@ -32,11 +32,12 @@ from OpenSSL import crypto
 
 from . import _live
 from ._binding import ErrorEntry, drain_error_queue, ffi, lib
-from ._certs import peercert_dict, x509_der, x509_to_pyopenssl
+from ._certs import CertificateLike, PrivateKeyLike, new_pkey, new_x509, peercert_dict, x509_der, x509_to_pyopenssl
 from ._driver import Driver
 from ._job import Job
 from .context import Context, VerifyCallback
 from .errors import (
+    Alert,
     CallbackError,
     CancelledError,
     ClosedError,
@@ -391,6 +392,41 @@ class TLSSocket:
         name = ffi.NULL if self._ssl is None else lib.SSL_get_servername(self._ssl, 0)
         return None if name == ffi.NULL else ffi.string(name)
 
+    def request_ocsp(self) -> None:
+        """Client, before the handshake: ask the server to staple an OCSP response."""
+        lib.SSL_set_tlsext_status_type(self._live_ssl(), lib.TLSEXT_STATUSTYPE_ocsp)
+
+    def use_certificate(self, cert: CertificateLike) -> None:
+        """This connection's certificate (from a certificate or SNI callback)."""
+        ptr = new_x509(cert)
+        try:
+            self._check(lib.SSL_use_certificate(self._live_ssl(), ptr), "cannot use certificate")
+        finally:
+            lib.X509_free(ptr)
+
+    def add_chain_certificate(self, cert: CertificateLike) -> None:
+        """An intermediate sent after this connection's certificate."""
+        ptr = new_x509(cert)
+        try:
+            self._check(lib.SSL_add1_chain_cert(self._live_ssl(), ptr), "cannot add chain certificate")
+        finally:
+            lib.X509_free(ptr)
+
+    def use_privatekey(self, pkey: PrivateKeyLike) -> None:
+        ptr = new_pkey(pkey)
+        try:
+            self._check(lib.SSL_use_PrivateKey(self._live_ssl(), ptr), "cannot use private key")
+        finally:
+            lib.EVP_PKEY_free(ptr)
+
+    def use_certificate_chain_file(self, path: str | bytes | os.PathLike[Any]) -> None:
+        self._check(lib.SSL_use_certificate_chain_file(self._live_ssl(), os.fsencode(path)), f"cannot load {path!s}")
+
+    @staticmethod
+    def _check(ok: int, what: str) -> None:
+        if ok <= 0:
+            raise Error(what, drain_error_queue())
+
     def get_verify_result(self) -> int:
         return int(lib.SSL_get_verify_result(self._live_ssl()))
 
@@ -546,8 +582,8 @@ class TLSSocket:
 def _raise_from_callback(job: Job) -> None:
     exc = job.exception
     assert exc is not None
-    if not isinstance(exc, Exception):
-        raise exc  # Timeout, GreenletExit, KeyboardInterrupt pass as they are
+    if not isinstance(exc, Exception) or isinstance(exc, Alert):
+        raise exc  # Timeout, GreenletExit, KeyboardInterrupt and deliberate alerts pass as they are
     raise CallbackError(job.failed_callback or "unknown", exc) from exc
 
 
