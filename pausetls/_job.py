@@ -253,6 +253,7 @@ class Job:
         forbidden = self._forbidden
         if not pausable:
             self._forbidden = name
+        _live.acquire("callbacks")  # a handshake inside a callback is (or may be) paused
         try:
             return True, fn(*args)
         except BaseException as exc:  # noqa: BLE001 - must not cross into C
@@ -260,6 +261,7 @@ class Job:
             self.failed_callback = name
             return False, None
         finally:
+            _live.release("callbacks")
             self._forbidden = forbidden
             lib.ERR_clear_error()
             if saved:
