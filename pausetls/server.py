@@ -8,10 +8,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import gevent
+from gevent.event import Event
+from gevent.lock import BoundedSemaphore
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer as _PyWSGIServer
 from gevent.server import StreamServer
 
+from . import _live
 from .context import Context
 from .errors import CallbackError, VerificationError
 from .gevent_driver import gevent_driver
@@ -36,6 +39,7 @@ class ServerStats:
     verification_failures: int = 0
     callback_errors: int = 0
     resumed: int = 0
+    refused: int = 0
     handshaking: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -59,6 +63,13 @@ class TLSServer(StreamServer):  # type: ignore[misc]
 
     #: seconds a client has to complete its handshake (callback pauses included)
     handshake_timeout: float | None = 30.0
+    #: handshakes in progress at once (paused ones included); None: no limit
+    max_handshakes: int | None = None
+    #: callbacks running at once in this process (paused handshakes); None: no limit
+    max_paused: int | None = None
+    #: at a limit: "backlog" stops accepting (clients wait in the kernel's accept queue),
+    #: "refuse" accepts and closes at once
+    overload: str = "backlog"
 
     def __init__(
         self,
@@ -67,6 +78,9 @@ class TLSServer(StreamServer):  # type: ignore[misc]
         context: Context | None = None,
         *,
         handshake_timeout: float | None = 30.0,
+        max_handshakes: int | None = None,
+        max_paused: int | None = None,
+        overload: str = "backlog",
         backlog: int | None = None,
         spawn: Any = "default",
     ) -> None:
@@ -74,13 +88,68 @@ class TLSServer(StreamServer):  # type: ignore[misc]
             raise TypeError("TLSServer needs a server Context (with a certificate and key)")
         # a pool by default, so stop() can find and end every connection greenlet
         super().__init__(listener, handle=handle, backlog=backlog, spawn=Pool() if spawn == "default" else spawn)
-        self._init_tls(context, handshake_timeout)
+        self._init_tls(context, handshake_timeout, max_handshakes, max_paused, overload)
 
-    def _init_tls(self, context: Context, handshake_timeout: float | None) -> None:
+    def _init_tls(
+        self,
+        context: Context,
+        handshake_timeout: float | None,
+        max_handshakes: int | None = None,
+        max_paused: int | None = None,
+        overload: str = "backlog",
+    ) -> None:
+        if overload not in ("backlog", "refuse"):
+            raise ValueError('overload is "backlog" or "refuse"')
         self.context = context
         self.handshake_timeout = handshake_timeout
+        self.max_handshakes = max_handshakes
+        self.max_paused = max_paused
+        self.overload = overload
         self.stats = ServerStats()
         self._handshaking: set[gevent.Greenlet] = set()
+        self._slots = None if max_handshakes is None else BoundedSemaphore(max_handshakes)
+        self._handshake_done = Event()
+
+    def at_limit(self) -> bool:
+        """True when another handshake would exceed `max_handshakes` or `max_paused`."""
+        if self.max_handshakes is not None and self.stats.handshaking >= self.max_handshakes:
+            return True
+        return self.max_paused is not None and _live.count("callbacks") >= self.max_paused
+
+    def _refused(self, sock: Any, address: Any) -> bool:
+        """With ``overload="refuse"``: close a connection that arrives at a limit (counted, logged)."""
+        if self.overload != "refuse" or not self.at_limit():
+            return False
+        self.stats.refused += 1
+        log.info("TLS connection refused: peer=%s reason=at limit (%s)", _peer(address), self._limits())
+        sock.close()
+        return True
+
+    def _take_slot(self) -> bool:
+        """With ``overload="backlog"``: stop accepting at a limit; a connection accepted in the same
+        batch waits (under the handshake deadline) for a free slot.  Established connections go on."""
+        if self._slots is not None:
+            if self._slots.locked():
+                self.stop_accepting()
+            self._slots.acquire()
+        while self.max_paused is not None and _live.count("callbacks") >= self.max_paused:
+            self.stop_accepting()
+            self._handshake_done.clear()
+            self._handshake_done.wait()  # a paused count only falls as handshakes move on
+        if self.at_limit():
+            self.stop_accepting()
+        return self._slots is not None
+
+    def _handshake_ended(self, had_slot: bool) -> None:
+        if had_slot and self._slots is not None:
+            self._slots.release()
+        self._handshake_done.set()
+        if not self.closed and not self.at_limit():
+            self.start_accepting()
+
+    def _limits(self) -> str:
+        paused = _live.count("callbacks")
+        return f"handshakes {self.stats.handshaking}/{self.max_handshakes}, paused {paused}/{self.max_paused}"
 
     @property
     def ssl_enabled(self) -> bool:
@@ -92,6 +161,8 @@ class TLSServer(StreamServer):  # type: ignore[misc]
 
     def _handshake_and_handle(self, sock: Any, address: Any) -> Any:
         self.stats.accepted += 1
+        if self._refused(sock, address):
+            return None
         tls = TLSSocket(self.context, sock, server_side=True, driver=gevent_driver)
         try:
             if not self._handshake(tls, address):
@@ -107,7 +178,9 @@ class TLSServer(StreamServer):  # type: ignore[misc]
         self.stats.handshaking += 1
         timeout = _HandshakeTimeout(self.handshake_timeout)
         timeout.start()
+        had_slot = False
         try:
+            had_slot = self._take_slot()
             tls.do_handshake()
         except _HandshakeTimeout as exc:
             if exc is not timeout:
@@ -130,6 +203,7 @@ class TLSServer(StreamServer):  # type: ignore[misc]
             timeout.close()
             self.stats.handshaking -= 1
             self._handshaking.discard(current)
+            self._handshake_ended(had_slot)
         self.stats.handshakes_completed += 1
         if tls.session_reused:
             self.stats.resumed += 1
