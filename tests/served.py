@@ -18,7 +18,13 @@ import pytest
 
 import pausetls
 
-REPO = Path(__file__).resolve().parent.parent
+
+def pausetls_env(**extra: str) -> dict[str, str]:
+    """The environment for a ``python -m pausetls`` child: it must import the pausetls these tests import
+    (run from the checkout, its source tree has no compiled binding when pausetls is installed)."""
+    return dict(os.environ, PYTHONPATH=str(Path(pausetls.__file__).parent.parent), **extra)
+
+
 SERVING = re.compile(
     r"^pausetls: serving https://(?P<host>.+):(?P<port>\d+)/ \(OpenSSL (?P<openssl>\d+\.\d+\.\d+\S*)\)$"
 )
@@ -30,11 +36,10 @@ class Served:
     """A ``python -m pausetls serve`` subprocess; its stdout lines arrive through a reader thread."""
 
     def __init__(self, args: list[str], workdir: Path) -> None:
-        self.tmpdir = workdir / "tmp"
         self.tmpdir.mkdir(parents=True)
         self.stderr_path = workdir / "stderr.txt"
         # TMPDIR: where the throwaway certificate goes; PYTHONPATH: the pausetls these tests import
-        env = dict(os.environ, TMPDIR=str(self.tmpdir), PYTHONPATH=str(Path(pausetls.__file__).parent.parent))
+        env = pausetls_env(TMPDIR=str(self.tmpdir))  # where the throwaway certificate goes
         with self.stderr_path.open("wb") as stderr:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "pausetls", "serve", "--port", "0", *args],

@@ -28,7 +28,7 @@ from pausetls import cli, info_page
 
 from conftest import require_binary, stdlib_client_context
 from pki import PKI, Issued
-from served import REPO, SELF_SIGNED, SERVING, Served
+from served import SELF_SIGNED, SERVING, Served, pausetls_env
 
 OPTIONS = (
     "--host",
@@ -211,7 +211,8 @@ def test_unreadable_certificate_is_an_error(tmp_path: Path) -> None:
     missing = str(tmp_path / "missing.pem")
     result = subprocess.run(
         [sys.executable, "-m", "pausetls", "serve", "--port", "0", "--cert", missing, "--key", missing],
-        cwd=REPO,
+        cwd=tmp_path,
+        env=pausetls_env(),
         capture_output=True,
         text=True,
         timeout=30,
