@@ -36,9 +36,9 @@ class Served:
     """A ``python -m pausetls serve`` subprocess; its stdout lines arrive through a reader thread."""
 
     def __init__(self, args: list[str], workdir: Path) -> None:
+        self.tmpdir = workdir / "tmp"
         self.tmpdir.mkdir(parents=True)
         self.stderr_path = workdir / "stderr.txt"
-        # TMPDIR: where the throwaway certificate goes; PYTHONPATH: the pausetls these tests import
         env = pausetls_env(TMPDIR=str(self.tmpdir))  # where the throwaway certificate goes
         with self.stderr_path.open("wb") as stderr:
             self.proc = subprocess.Popen(
