@@ -10,6 +10,7 @@ logs it), which is the failure value of each of these callbacks.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from ._binding import ffi, lib
@@ -197,32 +198,43 @@ def pausetls_session_remove_cb(ctx: Any, session: Any) -> None:
         cache.forget_later(*_session_ids(session))
 
 
+def _no_arguments(ssl: Any) -> tuple[Any, ...]:
+    return ()
+
+
+def _hook_with_alert(
+    ssl: Any, alert: Any, name: str, outcomes: tuple[int, int, int], arguments: Callable[[Any], tuple[Any, ...]]
+) -> int:
+    """Run the context's ``_<name>_callback(conn, *arguments(ssl))``.
+
+    *outcomes* is (ok, fail, the alert when the callback said no); arguments are made only when a callback is set.
+    """
+    ok, fail, rejected = outcomes
+    conn = connection_of(ssl)
+    callback = None if conn is None else getattr(conn.get_context(), f"_{name}_callback")
+    if conn is None or callback is None:
+        return ok
+    ran, result = _run_hook(conn, name, callback, conn, *arguments(ssl))
+    if ran and result is not False:
+        return ok
+    alert[0] = _alert(conn, name, rejected)
+    return fail
+
+
+_SERVERNAME_OUTCOMES = (lib.SSL_TLSEXT_ERR_OK, lib.SSL_TLSEXT_ERR_ALERT_FATAL, lib.SSL_AD_UNRECOGNIZED_NAME)
+_CLIENT_HELLO_OUTCOMES = (lib.SSL_CLIENT_HELLO_SUCCESS, lib.SSL_CLIENT_HELLO_ERROR, lib.SSL_AD_HANDSHAKE_FAILURE)
+
+
 @ffi.def_extern(onerror=_report)
 def pausetls_servername_cb(ssl: Any, alert: Any, arg: Any) -> int:
     """SNI: OK, or a fatal alert (unrecognized_name when the callback returns False)."""
-    conn = connection_of(ssl)
-    callback = None if conn is None else conn.get_context()._servername_callback
-    if conn is None or callback is None:
-        return int(lib.SSL_TLSEXT_ERR_OK)
-    ran, result = _run_hook(conn, "servername", callback, conn)
-    if ran and result is not False:
-        return int(lib.SSL_TLSEXT_ERR_OK)
-    alert[0] = _alert(conn, "servername", lib.SSL_AD_UNRECOGNIZED_NAME)
-    return int(lib.SSL_TLSEXT_ERR_ALERT_FATAL)
+    return _hook_with_alert(ssl, alert, "servername", _SERVERNAME_OUTCOMES, _no_arguments)
 
 
 @ffi.def_extern(onerror=_report)
 def pausetls_client_hello_cb(ssl: Any, alert: Any, arg: Any) -> int:
     """Client hello: success, or an error with an alert (handshake_failure when the callback returns False)."""
-    conn = connection_of(ssl)
-    callback = None if conn is None else conn.get_context()._client_hello_callback
-    if conn is None or callback is None:
-        return int(lib.SSL_CLIENT_HELLO_SUCCESS)
-    ran, result = _run_hook(conn, "client_hello", callback, conn, read_client_hello(ssl))
-    if ran and result is not False:
-        return int(lib.SSL_CLIENT_HELLO_SUCCESS)
-    alert[0] = _alert(conn, "client_hello", lib.SSL_AD_HANDSHAKE_FAILURE)
-    return int(lib.SSL_CLIENT_HELLO_ERROR)
+    return _hook_with_alert(ssl, alert, "client_hello", _CLIENT_HELLO_OUTCOMES, lambda ssl: (read_client_hello(ssl),))
 
 
 @ffi.def_extern(onerror=_report)

@@ -6,6 +6,7 @@ Objects never cross between two OpenSSL copies: everything goes through DER.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from typing import Any
 
 from cryptography import x509
@@ -13,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from OpenSSL import crypto
 
-from ._binding import ffi, lib
+from ._binding import drain_error_queue, ffi, lib
 from .errors import Error
 
 CertificateLike = crypto.X509 | x509.Certificate | bytes
@@ -56,19 +57,36 @@ def private_key_der(key: PrivateKeyLike) -> bytes:
 
 def new_x509(cert: CertificateLike) -> Any:
     """A new ``X509 *`` (caller frees it) from any certificate form."""
-    der = certificate_der(cert)
-    ptr = lib.d2i_X509(ffi.NULL, ffi.new("const unsigned char **", ffi.from_buffer(der)), len(der))
-    if ptr == ffi.NULL:
-        raise Error("not a valid DER certificate")
-    return ptr
+    return _decode(lib.d2i_X509, certificate_der(cert), "certificate")
 
 
 def new_pkey(key: PrivateKeyLike) -> Any:
     """A new ``EVP_PKEY *`` (caller frees it) from any private-key form."""
-    der = private_key_der(key)
-    ptr = lib.d2i_AutoPrivateKey(ffi.NULL, ffi.new("const unsigned char **", ffi.from_buffer(der)), len(der))
+    return _decode(lib.d2i_AutoPrivateKey, private_key_der(key), "private key")
+
+
+def use_x509(cert: CertificateLike, use: Callable[[Any], int], what: str) -> None:
+    """Hand a fresh ``X509 *`` to an OpenSSL setter that takes its own reference, then drop ours."""
+    _use(new_x509(cert), use, lib.X509_free, what)
+
+
+def use_pkey(key: PrivateKeyLike, use: Callable[[Any], int], what: str) -> None:
+    """The same for an ``EVP_PKEY *``."""
+    _use(new_pkey(key), use, lib.EVP_PKEY_free, what)
+
+
+def _use(ptr: Any, use: Callable[[Any], int], free: Callable[[Any], None], what: str) -> None:
+    try:
+        if use(ptr) <= 0:
+            raise Error(what, drain_error_queue())
+    finally:
+        free(ptr)
+
+
+def _decode(d2i: Any, der: bytes, what: str) -> Any:
+    ptr = d2i(ffi.NULL, ffi.new("const unsigned char **", ffi.from_buffer(der)), len(der))
     if ptr == ffi.NULL:
-        raise Error("not a valid DER private key")
+        raise Error(f"not a valid DER {what}")
     return ptr
 
 

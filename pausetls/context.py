@@ -10,7 +10,7 @@ from OpenSSL import crypto
 
 from . import _live
 from ._binding import drain_error_queue, ffi, lib
-from ._certs import CertificateLike, PrivateKeyLike, new_pkey, new_x509
+from ._certs import CertificateLike, PrivateKeyLike, new_x509, use_pkey, use_x509
 from .constants import FILETYPE_PEM, TLS_CLIENT_METHOD, TLS_METHOD, TLS_SERVER_METHOD
 from .errors import Error
 from .sealing import SessionSealer
@@ -126,11 +126,7 @@ class Context:
 
     def use_certificate(self, cert: CertificateLike) -> None:
         """Use *cert* (pyOpenSSL ``X509``, cryptography ``Certificate`` or DER)."""
-        ptr = new_x509(cert)
-        try:
-            _check(lib.SSL_CTX_use_certificate(self._ctx, ptr), "cannot use certificate")
-        finally:
-            lib.X509_free(ptr)
+        use_x509(cert, lambda ptr: lib.SSL_CTX_use_certificate(self._ctx, ptr), "cannot use certificate")
 
     def add_extra_chain_cert(self, cert: CertificateLike) -> None:
         ptr = new_x509(cert)  # the context takes ownership on success
@@ -140,11 +136,7 @@ class Context:
 
     def use_privatekey(self, pkey: PrivateKeyLike) -> None:
         """Use *pkey* (pyOpenSSL ``PKey``, cryptography private key or DER)."""
-        ptr = new_pkey(pkey)
-        try:
-            _check(lib.SSL_CTX_use_PrivateKey(self._ctx, ptr), "cannot use private key")
-        finally:
-            lib.EVP_PKEY_free(ptr)
+        use_pkey(pkey, lambda ptr: lib.SSL_CTX_use_PrivateKey(self._ctx, ptr), "cannot use private key")
 
     def check_privatekey(self) -> None:
         _check(lib.SSL_CTX_check_private_key(self._ctx), "private key does not match the certificate")

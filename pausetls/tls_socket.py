@@ -32,7 +32,7 @@ from OpenSSL import crypto
 
 from . import _live
 from ._binding import ErrorEntry, drain_error_queue, ffi, lib
-from ._certs import CertificateLike, PrivateKeyLike, new_pkey, new_x509, peercert_dict, x509_der, x509_to_pyopenssl
+from ._certs import CertificateLike, PrivateKeyLike, peercert_dict, use_pkey, use_x509, x509_der, x509_to_pyopenssl
 from ._driver import Driver
 from ._job import Job
 from .context import Context, VerifyCallback
@@ -396,28 +396,22 @@ class TLSSocket:
         """Client, before the handshake: ask the server to staple an OCSP response."""
         lib.SSL_set_tlsext_status_type(self._live_ssl(), lib.TLSEXT_STATUSTYPE_ocsp)
 
+    def clear_certificates(self) -> None:
+        """Drop this connection's certificates, keys and chains (copied from its context) before
+        setting others: ``add_chain_certificate`` would otherwise extend the context's chain, and
+        a default certificate of another key type would stay selectable."""
+        lib.SSL_certs_clear(self._live_ssl())
+
     def use_certificate(self, cert: CertificateLike) -> None:
         """This connection's certificate (from a certificate or SNI callback)."""
-        ptr = new_x509(cert)
-        try:
-            self._check(lib.SSL_use_certificate(self._live_ssl(), ptr), "cannot use certificate")
-        finally:
-            lib.X509_free(ptr)
+        use_x509(cert, lambda ptr: lib.SSL_use_certificate(self._live_ssl(), ptr), "cannot use certificate")
 
     def add_chain_certificate(self, cert: CertificateLike) -> None:
         """An intermediate sent after this connection's certificate."""
-        ptr = new_x509(cert)
-        try:
-            self._check(lib.SSL_add1_chain_cert(self._live_ssl(), ptr), "cannot add chain certificate")
-        finally:
-            lib.X509_free(ptr)
+        use_x509(cert, lambda ptr: lib.SSL_add1_chain_cert(self._live_ssl(), ptr), "cannot add chain certificate")
 
     def use_privatekey(self, pkey: PrivateKeyLike) -> None:
-        ptr = new_pkey(pkey)
-        try:
-            self._check(lib.SSL_use_PrivateKey(self._live_ssl(), ptr), "cannot use private key")
-        finally:
-            lib.EVP_PKEY_free(ptr)
+        use_pkey(pkey, lambda ptr: lib.SSL_use_PrivateKey(self._live_ssl(), ptr), "cannot use private key")
 
     def use_certificate_chain_file(self, path: str | bytes | os.PathLike[Any]) -> None:
         self._check(lib.SSL_use_certificate_chain_file(self._live_ssl(), os.fsencode(path)), f"cannot load {path!s}")
