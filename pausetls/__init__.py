@@ -2,7 +2,7 @@
 
 The core (`Context`, `TLSSocket`, the job runtime in ``pausetls._job``)
 knows no event loop; `TLSServer`, `WSGIServer` and `connect` drive it with
-gevent.
+gevent, `ThreadedTLSServer` with OS threads.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from . import (
 from ._binding import openssl_version
 from ._job import Job, JobState, Paused, current_job, in_job, pause
 from ._live import live_objects
+from .aia import AIAFetcher
 from .client import client_context, connect
 from .client_hello import ClientHello
 from .constants import *  # noqa: F403 - pyOpenSSL-style module constants
@@ -34,7 +35,9 @@ from .errors import (
     VerificationError,
 )
 from .gevent_driver import GeventDriver, gevent_driver
+from .ondemand import OnDemandCertificates
 from .server import ServerStats, TLSServer, WSGIServer
+from .threaded_server import ThreadedTLSServer
 from .tls_socket import TLSSocket
 
 Connection = TLSSocket  # pyOpenSSL's name for the per-connection object
@@ -42,6 +45,7 @@ Connection = TLSSocket  # pyOpenSSL's name for the per-connection object
 __version__ = "0.1.0"
 
 __all__ = [
+    "AIAFetcher",
     "Alert",
     "ClientHello",
     "CallbackError",
@@ -55,6 +59,7 @@ __all__ = [
     "HandshakeError",
     "Job",
     "NO_OVERLAPPING_PROTOCOLS",
+    "OnDemandCertificates",
     "JobState",
     "PauseError",
     "Paused",
@@ -63,6 +68,7 @@ __all__ = [
     "TLSError",
     "TLSServer",
     "TLSSocket",
+    "ThreadedTLSServer",
     "TimeoutError",
     "TruncatedStreamError",
     "VerificationError",

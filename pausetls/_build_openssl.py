@@ -169,6 +169,7 @@ int SSL_use_certificate(SSL *, X509 *);
 int SSL_use_PrivateKey(SSL *, EVP_PKEY *);
 int SSL_use_certificate_chain_file(SSL *, const char *);
 long SSL_add1_chain_cert(SSL *, X509 *);
+void SSL_certs_clear(SSL *);
 int SSL_check_private_key(const SSL *);
 const SSL_CIPHER *SSL_CIPHER_find(SSL *, const unsigned char *);
 void *OPENSSL_malloc(size_t);

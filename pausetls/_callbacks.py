@@ -245,7 +245,10 @@ def pausetls_cert_cb(ssl: Any, arg: Any) -> int:
     if conn is None or callback is None:
         return 1
     ran, result = _run_hook(conn, "certificate", callback, conn)
-    return 1 if ran and result is not False else 0
+    if ran and result is not False:
+        return 1
+    _alert(conn, "certificate", lib.SSL_AD_INTERNAL_ERROR)  # only records why: OpenSSL sends internal_error itself
+    return 0
 
 
 @ffi.def_extern(onerror=_report)

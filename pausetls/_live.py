@@ -5,17 +5,21 @@ Tests assert they return to zero; servers expose them as metrics.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 
 _live: Counter[str] = Counter()
+_lock = threading.Lock()  # ThreadedTLSServer's connections count from many threads
 
 
 def acquire(kind: str) -> None:
-    _live[kind] += 1
+    with _lock:
+        _live[kind] += 1
 
 
 def release(kind: str) -> None:
-    _live[kind] -= 1
+    with _lock:
+        _live[kind] -= 1
 
 
 def live_objects() -> dict[str, int]:

@@ -52,10 +52,10 @@ class GeventDriver:
     def wait(self, waitable: Any, timeout: float | None) -> Any:
         """Wait for an AsyncResult/Future-like (``get``), an Event-like (``wait``) or a Greenlet."""
         if hasattr(waitable, "get") and hasattr(waitable, "ready"):
-            try:
-                return waitable.get(timeout=timeout)
-            except gevent.Timeout as exc:
-                raise TimeoutError("pause timed out") from exc
+            # our own timer raises TimeoutError; a gevent.Timeout from outside (a server's
+            # handshake deadline) must pass through as itself, not pose as a pause timeout
+            with gevent.Timeout(timeout, TimeoutError("pause timed out")):
+                return waitable.get()
         if not gevent.wait([waitable], timeout=timeout):
             raise TimeoutError("pause timed out")
         return getattr(waitable, "value", None)

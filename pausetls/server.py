@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import gevent
@@ -15,8 +14,8 @@ from gevent.pywsgi import WSGIServer as _PyWSGIServer
 from gevent.server import StreamServer
 
 from . import _live
+from ._server_stats import ServerStats, peer
 from .context import Context
-from .errors import CallbackError, VerificationError
 from .gevent_driver import gevent_driver
 from .tls_socket import TLSSocket
 
@@ -25,25 +24,6 @@ __all__ = ["TLSServer", "WSGIServer", "ServerStats"]
 log = logging.getLogger("pausetls.server")
 
 Handler = Callable[[TLSSocket, Any], Any]
-
-
-@dataclass
-class ServerStats:
-    """Counters a server keeps; read them as ``server.stats``."""
-
-    accepted: int = 0
-    handshakes_completed: int = 0
-    handshakes_failed: int = 0
-    handshakes_timed_out: int = 0
-    handshakes_cancelled: int = 0
-    verification_failures: int = 0
-    callback_errors: int = 0
-    resumed: int = 0
-    refused: int = 0
-    handshaking: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
 
 
 class _HandshakeTimeout(gevent.Timeout):  # type: ignore[misc]
@@ -121,7 +101,7 @@ class TLSServer(StreamServer):  # type: ignore[misc]
         if self.overload != "refuse" or not self.at_limit():
             return False
         self.stats.refused += 1
-        log.info("TLS connection refused: peer=%s reason=at limit (%s)", _peer(address), self._limits())
+        log.info("TLS connection refused: peer=%s reason=at limit (%s)", peer(address), self._limits())
         sock.close()
         return True
 
@@ -185,35 +165,21 @@ class TLSServer(StreamServer):  # type: ignore[misc]
         except _HandshakeTimeout as exc:
             if exc is not timeout:
                 raise
-            self._handshake_failed(address, "handshake timed out", "handshakes_timed_out")
+            self.stats.record_failure(address, "handshake timed out", "handshakes_timed_out")
             return False
         except gevent.GreenletExit:
-            self._handshake_failed(address, "handshake cancelled (server stopping)", "handshakes_cancelled")
+            self.stats.record_failure(address, "handshake cancelled (server stopping)", "handshakes_cancelled")
             raise
-        except CallbackError as exc:
-            self._handshake_failed(address, str(exc), "callback_errors")
-            return False
-        except VerificationError as exc:
-            self._handshake_failed(address, str(exc), "verification_failures")
-            return False
-        except Exception as exc:  # noqa: BLE001 - any TLS or socket failure ends this connection only
-            self._handshake_failed(address, f"{type(exc).__name__}: {exc}", None)
+        except Exception as exc:  # noqa: BLE001 - any TLS, socket or callback failure ends this connection only
+            self.stats.record_exception(address, exc)
             return False
         finally:
             timeout.close()
             self.stats.handshaking -= 1
             self._handshaking.discard(current)
             self._handshake_ended(had_slot)
-        self.stats.handshakes_completed += 1
-        if tls.session_reused:
-            self.stats.resumed += 1
+        self.stats.record_completed(tls.session_reused)
         return True
-
-    def _handshake_failed(self, address: Any, reason: str, counter: str | None) -> None:
-        self.stats.handshakes_failed += 1
-        if counter:
-            setattr(self.stats, counter, getattr(self.stats, counter) + 1)
-        log.info("TLS handshake failed: peer=%s reason=%s", _peer(address), reason)
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop accepting; cancel paused handshakes now; give the rest *timeout* seconds."""
@@ -241,10 +207,3 @@ class WSGIServer(TLSServer, _PyWSGIServer):  # type: ignore[misc]
         _PyWSGIServer.__init__(self, listener, application, **pywsgi_kwargs)
         self._init_tls(context, handshake_timeout)
         self.environ["wsgi.url_scheme"] = "https"
-
-
-def _peer(address: Any) -> str:
-    if isinstance(address, tuple) and len(address) >= 2:
-        host = address[0]
-        return f"[{host}]:{address[1]}" if ":" in str(host) else f"{host}:{address[1]}"
-    return str(address)

@@ -85,14 +85,18 @@ def echo_handler(tls: pausetls.TLSSocket, address: Any) -> None:
 
 
 @pytest.fixture
-def start_server() -> Iterator[Callable[..., pausetls.TLSServer]]:
-    """Start TLSServers on a free loopback port; stopped at the end of the test."""
-    servers: list[pausetls.TLSServer] = []
+def start_server() -> Iterator[Callable[..., Any]]:
+    """Start TLSServers (or *server_class*, e.g. ThreadedTLSServer) on a free loopback port; stopped at teardown."""
+    servers: list[Any] = []
 
     def start(
-        context: pausetls.Context, handle: Callable[..., Any] = echo_handler, **kwargs: Any
-    ) -> pausetls.TLSServer:
-        server = pausetls.TLSServer(("127.0.0.1", 0), handle, context=context, **kwargs)
+        context: pausetls.Context,
+        handle: Callable[..., Any] = echo_handler,
+        *,
+        server_class: type[Any] = pausetls.TLSServer,
+        **kwargs: Any,
+    ) -> Any:
+        server = server_class(("127.0.0.1", 0), handle, context=context, **kwargs)
         server.start()
         servers.append(server)
         return server

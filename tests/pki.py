@@ -10,7 +10,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 
 @dataclass
@@ -69,7 +69,28 @@ class PKI:
             .not_valid_after(self._not_after)
         )
 
-    def _ca(self, cn: str, issuer: Issued | None) -> Issued:
+    @staticmethod
+    def _key_ids(
+        builder: x509.CertificateBuilder, key: ec.EllipticCurvePrivateKey, issuer: Issued | None
+    ) -> x509.CertificateBuilder:
+        """Subject and authority key identifiers, which CA/B-profile verifiers (cryptography's) require."""
+        builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        if issuer is None:
+            return builder
+        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key())
+        return builder.add_extension(aki, critical=False)
+
+    @staticmethod
+    def _aia(builder: x509.CertificateBuilder, ca_issuers: str | None) -> x509.CertificateBuilder:
+        """An Authority Information Access extension whose caIssuers URL serves the issuer."""
+        if ca_issuers is None:
+            return builder
+        access = x509.AccessDescription(
+            AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(ca_issuers)
+        )
+        return builder.add_extension(x509.AuthorityInformationAccess([access]), critical=False)
+
+    def _ca(self, cn: str, issuer: Issued | None, *, ca_issuers: str | None = None) -> Issued:
         key = ec.generate_private_key(ec.SECP256R1())
         builder = self._builder(cn, key, issuer).add_extension(
             x509.BasicConstraints(ca=True, path_length=None), critical=True
@@ -77,8 +98,13 @@ class PKI:
         builder = builder.add_extension(
             x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
         )
+        builder = self._aia(self._key_ids(builder, key, issuer), ca_issuers)
         cert = builder.sign(issuer.key if issuer else key, hashes.SHA256())
         return self._save(cn, cert, key, [] if issuer is None else [issuer.cert])
+
+    def sub_ca(self, cn: str, issuer: Issued, *, ca_issuers: str | None = None) -> Issued:
+        """Another CA below *issuer* (for longer chains); *ca_issuers* sets its AIA URL."""
+        return self._ca(cn, issuer, ca_issuers=ca_issuers)
 
     def _save(
         self, cn: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, chain: list[x509.Certificate]
@@ -93,14 +119,23 @@ class PKI:
         )
 
     def issue(
-        self, cn: str, *, server: bool = True, names: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
+        self,
+        cn: str,
+        *,
+        server: bool = True,
+        names: tuple[str, ...] = ("localhost", "127.0.0.1", "::1"),
+        issuer: Issued | None = None,
+        ca_issuers: str | None = None,
     ) -> Issued:
-        """A leaf signed by the intermediate; its chain file carries the intermediate."""
+        """A leaf signed by *issuer* (the intermediate by default); its chain file carries the issuer.
+
+        *ca_issuers* adds an Authority Information Access caIssuers URL.
+        """
+        issuer = issuer or self.intermediate
         key = ec.generate_private_key(ec.SECP256R1())
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-        builder = self._builder(cn, key, self.intermediate).add_extension(
-            x509.ExtendedKeyUsage([usage]), critical=False
-        )
+        builder = self._builder(cn, key, issuer).add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        builder = self._aia(self._key_ids(builder, key, issuer), ca_issuers)
         alt: list[x509.GeneralName] = []
         for name in names if server else ():
             try:
@@ -109,5 +144,5 @@ class PKI:
                 alt.append(x509.DNSName(name))
         if alt:
             builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
-        cert = builder.sign(self.intermediate.key, hashes.SHA256())
-        return self._save(cn, cert, key, [self.intermediate.cert])
+        cert = builder.sign(issuer.key, hashes.SHA256())
+        return self._save(cn, cert, key, [issuer.cert])

@@ -132,7 +132,7 @@ def test_callbacks_preserve_the_error_queue_of_the_c_call_around_them() -> None:
 
 CORE_MODULES = [
     "_binding", "_callbacks", "_certs", "_driver", "_job", "_live", "constants", "context", "errors",
-    "tls_socket", "thread_driver",
+    "tls_socket", "thread_driver", "threaded_server", "_server_stats",
 ]  # fmt: skip
 
 

@@ -1,0 +1,83 @@
+"""What a TLS server counts and logs about its handshakes.
+
+Shared by `TLSServer` (gevent) and `ThreadedTLSServer` (OS threads), so both
+count and log a failure the same way.  Imports no event loop.  Updates made
+through the methods take a lock, because a threaded server's connections
+update one `ServerStats` from many threads; on gevent it is never contended.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .errors import CallbackError, TimeoutError, VerificationError
+
+__all__ = ["ServerStats", "describe_failure", "peer"]
+
+log = logging.getLogger("pausetls.server")
+
+
+@dataclass
+class ServerStats:
+    """Counters a server keeps; read them as ``server.stats``."""
+
+    accepted: int = 0
+    handshakes_completed: int = 0
+    handshakes_failed: int = 0
+    handshakes_timed_out: int = 0
+    handshakes_cancelled: int = 0
+    verification_failures: int = 0
+    callback_errors: int = 0
+    resumed: int = 0
+    refused: int = 0
+    handshaking: int = 0
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()  # not a field: as_dict() and comparisons ignore it
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    def add(self, counter: str, amount: int = 1) -> None:
+        """``counter += amount``, safe from any thread."""
+        with self._lock:
+            setattr(self, counter, getattr(self, counter) + amount)
+
+    def record_completed(self, resumed: bool) -> None:
+        with self._lock:
+            self.handshakes_completed += 1
+            self.resumed += resumed
+
+    def record_failure(self, address: Any, reason: str, counter: str | None) -> None:
+        """One failed handshake: ``handshakes_failed`` and *counter* go up, one log line says why."""
+        with self._lock:
+            self.handshakes_failed += 1
+            if counter:
+                setattr(self, counter, getattr(self, counter) + 1)
+        log.info("TLS handshake failed: peer=%s reason=%s", peer(address), reason)
+
+    def record_exception(self, address: Any, exc: Exception) -> None:
+        """A handshake that raised *exc* (a TLS, socket, callback or timeout error)."""
+        self.record_failure(address, *describe_failure(exc))
+
+
+def describe_failure(exc: Exception) -> tuple[str, str | None]:
+    """The log reason and the `ServerStats` counter (or None) of a handshake that raised *exc*."""
+    if isinstance(exc, CallbackError):
+        return str(exc), "callback_errors"
+    if isinstance(exc, VerificationError):
+        return str(exc), "verification_failures"
+    if isinstance(exc, TimeoutError):
+        return "handshake timed out", "handshakes_timed_out"
+    return f"{type(exc).__name__}: {exc}", None
+
+
+def peer(address: Any) -> str:
+    """``host:port`` of a peer address, IPv6 hosts in brackets."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = address[0]
+        return f"[{host}]:{address[1]}" if ":" in str(host) else f"{host}:{address[1]}"
+    return str(address)

@@ -1,0 +1,677 @@
+"""Pausable handshake hooks against real peers on loopback.
+
+SNI, client hello, certificate selection, OCSP stapling (both sides), ALPN
+and verification: each callback pauses on gevent or hands back a pending
+result another greenlet completes; each failure reaches the client as the
+alert it should, and the server's stats and one log line say why.  Clients
+are CPython's ``ssl`` (cooperative through ``gevent.ssl``), ``openssl
+s_client`` and pausetls itself.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import gevent
+import gevent.socket
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
+from gevent.event import AsyncResult
+from OpenSSL import crypto
+
+import pausetls
+from pausetls.ondemand import DirectoryLoader, normalize_server_name
+
+from conftest import make_server_context, require_binary, stdlib_client_context, wait_until
+from peers import PeerGroup
+from pki import PKI, Issued
+
+S_FLAG = {pausetls.TLS1_2_VERSION: "-tls1_2", pausetls.TLS1_3_VERSION: "-tls1_3"}
+MUTUAL = pausetls.VERIFY_PEER | pausetls.VERIFY_FAIL_IF_NO_PEER_CERT
+SITES = 100
+
+
+# -- fixtures and helpers ------------------------------------------------------
+
+
+@pytest.fixture
+def openssl() -> str:
+    return require_binary("openssl")
+
+
+@pytest.fixture
+def peers() -> Iterator[PeerGroup]:
+    group = PeerGroup()
+    try:
+        yield group
+    finally:
+        group.stop_all()
+
+
+@pytest.fixture(scope="module")
+def sites(pki: PKI) -> dict[str, Issued]:
+    """A certificate (leaf + intermediate) for each of 100 host names."""
+    names = [f"site{i}.example" for i in range(SITES)]
+    return {name: pki.issue(name, names=(name,)) for name in names}
+
+
+@pytest.fixture
+def server_log(caplog: pytest.LogCaptureFixture) -> Callable[[], list[str]]:
+    """The server's "handshake failed" lines so far."""
+    caplog.set_level(logging.INFO, "pausetls.server")
+    return lambda: [r.getMessage() for r in caplog.records if "handshake failed" in r.getMessage()]
+
+
+def pem_pair(issued: Issued) -> tuple[bytes, bytes]:
+    return issued.chain_path.read_bytes(), issued.key_path.read_bytes()
+
+
+def cn_of(peercert: dict[str, Any]) -> str:
+    return str(dict(rdn[0] for rdn in peercert["subject"])["commonName"])
+
+
+def fetch_cn(port: int, ctx: ssl.SSLContext, name: str) -> str:
+    """Handshake as *name* (SNI, hostname checked), exchange a ping, return the server certificate's CN."""
+    with gevent.socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        with ctx.wrap_socket(sock, server_hostname=name) as tls:
+            tls.sendall(b"ping")
+            assert tls.recv(100) == b"ping"
+            return cn_of(tls.getpeercert())
+
+
+def client_error(port: int, ctx: ssl.SSLContext, name: str = "localhost") -> BaseException:
+    """What a stdlib client sees when the handshake (or, TLS 1.3 client auth, the first read) fails."""
+    try:
+        fetch_cn(port, ctx, name)
+    except (ssl.SSLError, ConnectionError) as exc:
+        return exc
+    raise AssertionError("the handshake should have failed")
+
+
+def run_all(fns: list[Callable[[], Any]], timeout: float = 30) -> list[Any]:
+    greenlets = [gevent.spawn(fn) for fn in fns]
+    gevent.joinall(greenlets, timeout=timeout)
+    return [g.value if g.successful() else g.exception for g in greenlets]
+
+
+def s_client(openssl: str, peers: PeerGroup, port: int, *args: str) -> tuple[int, str]:
+    """Run ``openssl s_client`` until the handshake ends (stdin closed); its exit code and all its output."""
+    client = peers.process([openssl, "s_client", "-connect", f"127.0.0.1:{port}", *args])
+    client.close_stdin()
+    code = client.wait()
+    return code, client.stdout.text + client.stderr.text
+
+
+def on_demand_context() -> pausetls.Context:
+    """A server context with no certificate of its own: every certificate is loaded per name."""
+    return pausetls.Context(pausetls.TLS_SERVER_METHOD)
+
+
+# -- on-demand certificates: 100 names at once -----------------------------------
+
+
+@pytest.mark.parametrize("hook", ["servername", "certificate"])
+def test_100_sni_names_each_get_their_own_certificate_loaded_with_a_pause(
+    hook: str, pki: PKI, sites: dict[str, Issued], start_server: Any, tls_version: int
+) -> None:
+    loading = most_loading = 0
+
+    def loader(name: str) -> tuple[bytes, bytes] | None:
+        nonlocal loading, most_loading
+        loading += 1
+        most_loading = max(most_loading, loading)
+        gevent.sleep(0.1)  # "fetch it from the vault"
+        loading -= 1
+        return pem_pair(sites[name]) if name in sites else None
+
+    certs = pausetls.OnDemandCertificates(loader)
+    ctx = on_demand_context()
+    if hook == "servername":
+        certs.install(ctx)
+    else:
+        ctx.set_certificate_callback(certs.certificate_callback)
+    server = start_server(ctx)
+    client_ctx = stdlib_client_context(pki, version=tls_version, cooperative=True)
+    started = time.monotonic()
+    results = run_all([lambda name=name: fetch_cn(server.server_port, client_ctx, name) for name in sites])
+    elapsed = time.monotonic() - started
+    assert results == list(sites)  # every client saw the certificate for its own name
+    assert elapsed < 5, f"100 loads pausing 0.1 s each took {elapsed:.1f} s"
+    assert most_loading >= 50, f"only {most_loading} loads overlapped"
+    assert certs.stats.loads == SITES and len(certs) == SITES
+    # a second round comes from the cache
+    assert fetch_cn(server.server_port, client_ctx, "site7.example") == "site7.example"
+    assert certs.stats.loads == SITES and certs.stats.hits == 1
+
+
+def test_concurrent_first_requests_for_one_name_share_one_load(
+    pki: PKI, sites: dict[str, Issued], start_server: Any
+) -> None:
+    calls: list[str] = []
+
+    def loader(name: str) -> tuple[bytes, bytes] | None:
+        calls.append(name)
+        gevent.sleep(0.2)
+        return pem_pair(sites[name])
+
+    certs = pausetls.OnDemandCertificates(loader)
+    ctx = on_demand_context()
+    certs.install(ctx)
+    server = start_server(ctx)
+    client_ctx = stdlib_client_context(pki, cooperative=True)
+    results = run_all([lambda: fetch_cn(server.server_port, client_ctx, "site1.example")] * 20)
+    assert results == ["site1.example"] * 20
+    assert calls == ["site1.example"]
+    assert certs.stats.loads == 1 and certs.stats.waits == 19
+
+
+def test_unknown_and_invalid_names_are_refused_with_unrecognized_name(
+    pki: PKI, sites: dict[str, Issued], start_server: Any, openssl: str, peers: PeerGroup
+) -> None:
+    asked: list[str] = []
+
+    def loader(name: str) -> tuple[bytes, bytes] | None:
+        asked.append(name)
+        return pem_pair(sites[name]) if name in sites else None
+
+    certs = pausetls.OnDemandCertificates(loader)
+    ctx = on_demand_context()
+    certs.install(ctx)
+    server = start_server(ctx)
+    client_ctx = stdlib_client_context(pki, cooperative=True)
+    error = client_error(server.server_port, client_ctx, "nowhere.example")
+    assert "unrecognized name" in str(error), error
+    client_error(server.server_port, client_ctx, "nowhere.example")  # a remembered miss
+    assert asked == ["nowhere.example"]
+    invalid = ["../../etc/passwd", "a/b.example", "_wildcard.example", "x..example"]
+    for args in [["-servername", name] for name in invalid] + [["-noservername"]]:
+        code, output = s_client(openssl, peers, server.server_port, *args)
+        assert code != 0 and "unrecognized name" in output, output
+    assert asked == ["nowhere.example"]  # the loader never saw an invalid name
+    # names are case-insensitive: the loader sees them lowercased
+    assert fetch_cn(server.server_port, client_ctx, "SITE3.Example") == "site3.example"
+    assert asked[-1] == "site3.example"
+
+
+def test_default_true_falls_back_to_the_context_certificate_and_replaces_its_chain(
+    pki: PKI, sites: dict[str, Issued], server_cert: Issued, start_server: Any
+) -> None:
+    certs = pausetls.OnDemandCertificates(lambda name: pem_pair(sites[name]) if name in sites else None, default=True)
+    ctx = make_server_context(server_cert)
+    certs.install(ctx)
+    server = start_server(ctx)
+    client_ctx = stdlib_client_context(pki, cooperative=True)
+    assert fetch_cn(server.server_port, client_ctx, "localhost") == "localhost"  # unknown: the default
+    assert fetch_cn(server.server_port, client_ctx, "site5.example") == "site5.example"
+    # the loaded chain replaced the context's (leaf + its intermediate), not appended to it
+    with pausetls.connect(
+        ("127.0.0.1", server.server_port), pausetls.client_context(str(pki.ca_path)), server_hostname="site5.example"
+    ) as tls:
+        chain = tls.get_peer_cert_chain()
+        assert chain is not None
+        subjects = [c.to_cryptography().subject.rfc4514_string() for c in chain]
+        assert len(subjects) == 2 and "site5.example" in subjects[0], subjects
+
+
+def test_directory_loader_with_wildcard_fallback(
+    tmp_path: Path, pki: PKI, sites: dict[str, Issued], start_server: Any
+) -> None:
+    wildcard = pki.issue("*.wild.example", names=("*.wild.example",))
+    for stem, issued in [("site9.example", sites["site9.example"]), ("_wildcard.wild.example", wildcard)]:
+        (tmp_path / f"{stem}.pem").write_bytes(issued.chain_path.read_bytes())
+        (tmp_path / f"{stem}.key").write_bytes(issued.key_path.read_bytes())
+    certs = pausetls.OnDemandCertificates(tmp_path)
+    ctx = on_demand_context()
+    certs.install(ctx)
+    server = start_server(ctx)
+    client_ctx = stdlib_client_context(pki, cooperative=True)
+    assert fetch_cn(server.server_port, client_ctx, "site9.example") == "site9.example"
+    assert fetch_cn(server.server_port, client_ctx, "a.wild.example") == "*.wild.example"
+    assert fetch_cn(server.server_port, client_ctx, "b.wild.example") == "*.wild.example"
+    assert "unrecognized name" in str(client_error(server.server_port, client_ctx, "site8.example"))
+
+
+def test_name_validation_and_the_directory_loader_stay_inside_their_directory(tmp_path: Path) -> None:
+    assert normalize_server_name("Site1.Example.") == "site1.example"
+    assert normalize_server_name(b"xn--bcher-kva.example") == "xn--bcher-kva.example"
+    for bad in [None, "", "..", "../x", "a/b", "a\\b", "_wildcard.x", "a..b", ".a", "a b", "é.example", b"\xff"]:
+        assert normalize_server_name(bad) is None, bad
+    assert normalize_server_name("a" * 64 + ".example") is None
+    (tmp_path / "secret.pem").write_bytes(b"x")
+    (tmp_path / "sites").mkdir()
+    loader = DirectoryLoader(tmp_path / "sites")
+    assert loader("../secret") is None and loader("Secret") is None and loader("secret") is None
+    with pytest.raises(ValueError):
+        DirectoryLoader(tmp_path / "missing")
+
+
+def test_cache_bounds_ttl_misses_and_failures(sites: dict[str, Issued]) -> None:
+    now = [0.0]
+    calls: list[str] = []
+    fail = {"broken.example"}
+
+    def loader(name: str) -> tuple[bytes, bytes] | None:
+        calls.append(name)
+        if name in fail:
+            raise OSError("vault unreachable")
+        return pem_pair(sites[name]) if name in sites else None
+
+    certs = pausetls.OnDemandCertificates(loader, max_entries=2, ttl=100, miss_ttl=10, clock=lambda: now[0])
+    for name in ["site0.example", "site1.example", "site2.example", "site0.example"]:
+        found = certs.get(name)
+        assert found is not None and found.name == name
+    assert calls == ["site0.example", "site1.example", "site2.example", "site0.example"]  # site0 was evicted
+    assert certs.get("site0.example") is not None and len(calls) == 4  # now cached
+    now[0] = 101
+    assert certs.get("site0.example") is not None and len(calls) == 5  # expired, reloaded
+    assert certs.get("nowhere.example") is None and certs.get("nowhere.example") is None
+    assert calls.count("nowhere.example") == 1
+    now[0] = 112
+    assert certs.get("nowhere.example") is None and calls.count("nowhere.example") == 2
+    for _ in range(2):  # a failure is raised to the waiters and not cached
+        with pytest.raises(OSError, match="vault unreachable"):
+            certs.get("broken.example")
+    assert calls.count("broken.example") == 2 and certs.stats.failures == 2
+    certs.forget("site0.example")
+    assert certs.get("site0.example") is not None and calls[-1] == "site0.example" and len(calls) == 10
+
+
+def test_a_loader_returning_a_mismatched_key_fails_the_load(sites: dict[str, Issued]) -> None:
+    certs = pausetls.OnDemandCertificates(
+        lambda name: (sites["site0.example"].chain_path.read_bytes(), sites["site1.example"].key_path.read_bytes())
+    )
+    with pytest.raises(pausetls.Error, match="does not match"):
+        certs.get("site0.example")
+
+
+def test_sni_callback_switching_context_serves_the_other_certificate(
+    pki: PKI, sites: dict[str, Issued], server_cert: Issued, start_server: Any
+) -> None:
+    other = make_server_context(sites["site42.example"])
+
+    def servername(conn: pausetls.TLSSocket) -> None:
+        gevent.sleep(0.05)
+        if conn.get_servername() == b"site42.example":
+            conn.set_context(other)
+
+    ctx = make_server_context(server_cert)
+    ctx.set_tlsext_servername_callback(servername)
+    server = start_server(ctx)
+    client_ctx = stdlib_client_context(pki, cooperative=True)
+    assert fetch_cn(server.server_port, client_ctx, "site42.example") == "site42.example"
+    assert fetch_cn(server.server_port, client_ctx, "localhost") == "localhost"
+
+
+# -- OCSP stapling -----------------------------------------------------------------
+
+
+def ocsp_response(pki: PKI, cert: Issued) -> bytes:
+    """A real, signed OCSP response: *cert* is good, says its issuer."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (
+        ocsp.OCSPResponseBuilder()
+        .add_response(
+            cert=cert.cert,
+            issuer=pki.intermediate.cert,
+            algorithm=hashes.SHA1(),
+            cert_status=ocsp.OCSPCertStatus.GOOD,
+            this_update=now - datetime.timedelta(minutes=5),
+            next_update=now + datetime.timedelta(days=1),
+            revocation_time=None,
+            revocation_reason=None,
+        )
+        .responder_id(ocsp.OCSPResponderEncoding.HASH, pki.intermediate.cert)
+    )
+    return builder.sign(pki.intermediate.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def stapling_context(server_cert: Issued, version: int, staple: bytes) -> pausetls.Context:
+    ctx = make_server_context(server_cert, version)
+
+    def status(conn: pausetls.TLSSocket, data: Any) -> bytes:
+        gevent.sleep(0.1)  # "ask the CA's responder"
+        return staple
+
+    ctx.set_ocsp_server_callback(status)
+    return ctx
+
+
+def ocsp_client(port: int, ctx: pausetls.Context) -> pausetls.TLSSocket:
+    """`pausetls.connect` cannot ask for OCSP before its handshake: build the TLS socket by hand."""
+    sock = gevent.socket.create_connection(("127.0.0.1", port), timeout=10)
+    tls = pausetls.TLSSocket(ctx, sock, server_side=False, driver=pausetls.gevent_driver, server_hostname="localhost")
+    try:
+        tls.request_ocsp()
+        tls.do_handshake()
+    except BaseException:
+        tls.close()
+        raise
+    return tls
+
+
+def test_a_pausing_server_callback_staples_what_s_client_sees(
+    pki: PKI, server_cert: Issued, start_server: Any, tls_version: int, openssl: str, peers: PeerGroup
+) -> None:
+    server = start_server(stapling_context(server_cert, tls_version, ocsp_response(pki, server_cert)))
+    code, output = s_client(
+        openssl, peers, server.server_port, "-servername", "localhost", "-CAfile", str(pki.ca_path),
+        "-verify_return_error", "-status", S_FLAG[tls_version],
+    )  # fmt: skip
+    assert code == 0, output
+    assert "OCSP Response Status: successful" in output, output
+    assert "Cert Status: good" in output, output
+
+
+def test_the_pausetls_client_callback_sees_the_stapled_bytes(
+    pki: PKI, server_cert: Issued, start_server: Any, tls_version: int
+) -> None:
+    staple = ocsp_response(pki, server_cert)
+    server = start_server(stapling_context(server_cert, tls_version, staple))
+    seen: list[tuple[bytes, Any]] = []
+
+    def check(conn: pausetls.TLSSocket, stapled: bytes, data: Any) -> bool:
+        gevent.sleep(0.05)  # a client may check the response against its own policy service
+        seen.append((stapled, data))
+        response = ocsp.load_der_ocsp_response(stapled)
+        return response.certificate_status == ocsp.OCSPCertStatus.GOOD
+
+    ctx = pausetls.client_context(str(pki.ca_path))
+    ctx.set_min_proto_version(tls_version)
+    ctx.set_max_proto_version(tls_version)
+    ctx.set_ocsp_client_callback(check, data="policy")
+    with ocsp_client(server.server_port, ctx) as tls:
+        tls.sendall(b"ping")
+        assert tls.recv(100) == b"ping"
+    assert seen == [(staple, "policy")]
+
+
+def test_a_client_callback_returning_false_fails_the_handshake(
+    pki: PKI, server_cert: Issued, start_server: Any, tls_version: int, server_log: Callable[[], list[str]]
+) -> None:
+    server = start_server(stapling_context(server_cert, tls_version, ocsp_response(pki, server_cert)))
+    ctx = pausetls.client_context(str(pki.ca_path))
+    ctx.set_min_proto_version(tls_version)
+    ctx.set_max_proto_version(tls_version)
+    ctx.set_ocsp_client_callback(lambda conn, stapled, data: False)
+    with pytest.raises(pausetls.HandshakeError, match="invalid status response"):
+        ocsp_client(server.server_port, ctx)
+    assert wait_until(lambda: server.stats.handshakes_failed == 1)
+    assert "bad certificate status response" in server_log()[0], server_log()
+
+
+def test_a_server_callback_returning_nothing_staples_nothing(
+    pki: PKI, server_cert: Issued, start_server: Any, openssl: str, peers: PeerGroup
+) -> None:
+    server = start_server(stapling_context(server_cert, pausetls.TLS1_3_VERSION, b""))
+    code, output = s_client(openssl, peers, server.server_port, "-servername", "localhost", "-status")
+    assert code == 0, output
+    assert "OCSP response: no response sent" in output, output
+    seen: list[bytes] = []
+    ctx = pausetls.client_context(str(pki.ca_path))
+    ctx.set_ocsp_client_callback(lambda conn, stapled, data: seen.append(stapled) is None)
+    ocsp_client(server.server_port, ctx).close()
+    assert seen == [b""]
+
+
+def test_a_server_callback_that_raises_fails_the_handshake_with_internal_error(
+    pki: PKI, server_cert: Issued, start_server: Any, server_log: Callable[[], list[str]]
+) -> None:
+    ctx = make_server_context(server_cert)
+    ctx.set_ocsp_server_callback(_raise_value_error)
+    server = start_server(ctx)
+    with pytest.raises(pausetls.HandshakeError, match="alert internal error"):
+        ocsp_client(server.server_port, pausetls.client_context(str(pki.ca_path)))
+    assert wait_until(lambda: server.stats.callback_errors == 1)
+    [line] = server_log()
+    assert "ocsp_server callback raised ValueError: certificate store unreachable" in line, line
+
+
+# -- resume from elsewhere -------------------------------------------------------
+
+
+def completed_later(value: Any, delay: float | None) -> AsyncResult:
+    """A pending result another greenlet completes after *delay* seconds (never, with None)."""
+    pending = AsyncResult()
+    if delay is not None:
+        gevent.spawn_later(delay, pending.set, value)
+    return pending
+
+
+def mutual_context(pki: PKI, server_cert: Issued, verify: Any) -> pausetls.Context:
+    ctx = make_server_context(server_cert)
+    ctx.load_verify_locations(pki.ca_path)
+    ctx.set_verify(MUTUAL, verify)
+    return ctx
+
+
+def pending_hook_context(pki: PKI, server_cert: Issued, hook: str, delay: float | None) -> pausetls.Context:
+    """The verify (leaf) or SNI callback hands back a result completed *delay* seconds later."""
+    if hook == "verify":
+
+        def verify(conn: pausetls.TLSSocket, x509: crypto.X509, errnum: int, depth: int, ok: int) -> Any:
+            return completed_later(bool(ok), delay) if depth == 0 else bool(ok)
+
+        return mutual_context(pki, server_cert, verify)
+    ctx = make_server_context(server_cert)
+    ctx.set_tlsext_servername_callback(lambda conn: completed_later(True, delay))
+    return ctx
+
+
+@pytest.mark.parametrize("hook", ["verify", "servername"])
+def test_a_pending_result_completed_later_by_another_greenlet_resumes_the_handshake(
+    hook: str, pki: PKI, server_cert: Issued, client_cert: Issued, start_server: Any
+) -> None:
+    server = start_server(pending_hook_context(pki, server_cert, hook, 0.3))
+    client_ctx = stdlib_client_context(pki, client_cert, cooperative=True)
+    started = time.monotonic()
+    assert fetch_cn(server.server_port, client_ctx, "localhost") == "localhost"
+    assert time.monotonic() - started >= 0.3
+    assert server.stats.handshakes_completed == 1
+
+
+@pytest.mark.parametrize(
+    ("hook", "alert"),
+    # OpenSSL answers a failed verification (X509_V_ERR_APPLICATION_VERIFICATION) with handshake_failure
+    [("verify", "alert handshake failure"), ("servername", "alert internal error")],
+)
+def test_a_pending_result_never_completed_fails_at_the_handshake_timeout(
+    hook: str, alert: str, pki: PKI, server_cert: Issued, client_cert: Issued, start_server: Any, server_log: Any
+) -> None:
+    server = start_server(pending_hook_context(pki, server_cert, hook, None), handshake_timeout=0.5)
+    client_ctx = stdlib_client_context(pki, client_cert, cooperative=True)
+    started = time.monotonic()
+    error = client_error(server.server_port, client_ctx)
+    elapsed = time.monotonic() - started
+    assert 0.45 <= elapsed < 3, elapsed
+    assert alert in str(error), error
+    assert wait_until(lambda: server.stats.handshakes_timed_out == 1)
+    assert server.stats.handshakes_completed == 0
+    assert server_log() == [server_log()[0]] and "handshake timed out" in server_log()[0]
+
+
+# -- client hello ------------------------------------------------------------------
+
+
+def test_the_client_hello_callback_sees_what_s_client_offered(
+    server_cert: Issued, start_server: Any, openssl: str, peers: PeerGroup
+) -> None:
+    hellos: list[pausetls.ClientHello] = []
+
+    def hello(conn: pausetls.TLSSocket, offered: pausetls.ClientHello) -> bool:
+        gevent.sleep(0.05)
+        hellos.append(offered)
+        return True
+
+    ctx = make_server_context(server_cert)
+    ctx.set_client_hello_callback(hello)
+    server = start_server(ctx)
+    code, output = s_client(openssl, peers, server.server_port, "-servername", "x.example", "-alpn", "h2,http/1.1")
+    assert code == 0, output
+    [offered] = hellos
+    assert offered.server_name == "x.example"
+    assert offered.alpn_protocols == [b"h2", b"http/1.1"]
+    assert 0x0304 in offered.versions and 0x0303 in offered.versions
+    assert "TLS_AES_256_GCM_SHA384" in offered.cipher_suites
+    assert offered.legacy_version == 0x0303
+    assert 0 in offered.extensions and 16 in offered.extensions  # server_name, ALPN
+
+
+@pytest.mark.parametrize(
+    ("reject", "alert", "logged"),
+    [
+        (lambda: False, "alert handshake failure", "handshake_failure: the client_hello callback returned False"),
+        (
+            lambda: pausetls.Alert(pausetls.ALERT_ACCESS_DENIED, "not on the list"),
+            "alert access denied",
+            "access_denied: not on the list",
+        ),
+    ],
+    ids=["return-False", "raise-Alert"],
+)
+def test_the_client_hello_callback_rejects_with_an_alert(
+    reject: Callable[[], Any],
+    alert: str,
+    logged: str,
+    server_cert: Issued,
+    start_server: Any,
+    openssl: str,
+    peers: PeerGroup,
+    server_log: Callable[[], list[str]],
+) -> None:
+    def hello(conn: pausetls.TLSSocket, offered: pausetls.ClientHello) -> bool:
+        gevent.sleep(0.05)
+        verdict = reject()
+        if isinstance(verdict, pausetls.Alert):
+            raise verdict
+        return bool(verdict)
+
+    ctx = make_server_context(server_cert)
+    ctx.set_client_hello_callback(hello)
+    server = start_server(ctx)
+    code, output = s_client(openssl, peers, server.server_port, "-servername", "x.example")
+    assert code != 0 and alert in output, output
+    assert wait_until(lambda: server.stats.handshakes_failed == 1)
+    [line] = server_log()
+    assert logged in line, line
+
+
+# -- each hook's failure as the client sees it --------------------------------------
+
+
+def _sleep_then(value: Any, seconds: float = 0.05) -> Any:
+    gevent.sleep(seconds)
+    return value
+
+
+def _raise_value_error(*args: Any) -> None:
+    gevent.sleep(0.05)
+    raise ValueError("certificate store unreachable")
+
+
+def _slow_servername_with_a_timeout(ctx: pausetls.Context) -> None:
+    ctx.set_callback_timeout(0.2)
+    ctx.set_tlsext_servername_callback(lambda conn: _sleep_then(True, 5))
+
+
+ALERT_CASES: dict[str, tuple[Callable[[pausetls.Context], None], str, str, str]] = {
+    # hook setup, what the stdlib client's error says, the server counter, the server log line
+    "sni-false": (
+        lambda ctx: ctx.set_tlsext_servername_callback(lambda conn: _sleep_then(False)),
+        "tlsv1 unrecognized name",
+        "handshakes_failed",
+        "unrecognized_name: the servername callback returned False",
+    ),
+    "sni-raises": (
+        lambda ctx: ctx.set_tlsext_servername_callback(_raise_value_error),
+        "tlsv1 alert internal error",
+        "callback_errors",
+        "servername callback raised ValueError: certificate store unreachable",
+    ),
+    "alpn-not-offered": (
+        lambda ctx: ctx.set_alpn_select_callback(lambda conn, offered: _sleep_then(b"h2")),
+        "tlsv1 alert no application protocol",
+        "handshakes_failed",
+        "no application protocol",
+    ),
+    "certificate-false": (
+        lambda ctx: ctx.set_certificate_callback(lambda conn: _sleep_then(False)),
+        "tlsv1 alert internal error",
+        "handshakes_failed",
+        "internal_error: the certificate callback returned False",
+    ),
+    "callback-timeout": (
+        _slow_servername_with_a_timeout,
+        "tlsv1 alert internal error",
+        "callback_errors",
+        "servername callback raised TimeoutError: timed out after 0.2 s",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(ALERT_CASES))
+def test_each_hook_failure_reaches_the_client_as_its_alert(
+    case: str, pki: PKI, server_cert: Issued, start_server: Any, server_log: Callable[[], list[str]]
+) -> None:
+    setup, client_sees, counter, logged = ALERT_CASES[case]
+    ctx = make_server_context(server_cert)
+    setup(ctx)
+    server = start_server(ctx)
+    client_ctx = stdlib_client_context(pki, cooperative=True)
+    client_ctx.set_alpn_protocols(["http/1.1"])
+    started = time.monotonic()
+    error = client_error(server.server_port, client_ctx)
+    elapsed = time.monotonic() - started
+    assert client_sees in str(error), error
+    assert (0.2 <= elapsed < 1) if case == "callback-timeout" else elapsed < 1, elapsed
+    assert wait_until(lambda: getattr(server.stats, counter) == 1)
+    assert server.stats.handshakes_failed == 1 and server.stats.handshakes_completed == 0
+    [line] = server_log()
+    assert logged in line, line
+
+
+def test_a_verify_callback_refusing_a_good_client_certificate(
+    pki: PKI,
+    server_cert: Issued,
+    client_cert: Issued,
+    start_server: Any,
+    tls_version: int,
+    server_log: Callable[[], list[str]],
+) -> None:
+    def verify(conn: pausetls.TLSSocket, x509: crypto.X509, errnum: int, depth: int, ok: int) -> bool:
+        gevent.sleep(0.05)
+        return depth > 0  # the chain is fine; the leaf is refused by policy
+
+    server = start_server(mutual_context(pki, server_cert, verify))
+    client_ctx = stdlib_client_context(pki, client_cert, tls_version, cooperative=True)
+    error = client_error(server.server_port, client_ctx)
+    # OpenSSL answers X509_V_ERR_APPLICATION_VERIFICATION with handshake_failure
+    assert "SSLV3_ALERT_HANDSHAKE_FAILURE" in str(error), error
+    assert wait_until(lambda: server.stats.verification_failures == 1)
+    [line] = server_log()
+    assert "application verification failure" in line, line
+
+
+def test_the_timeout_covers_a_verify_callback_too(
+    pki: PKI, server_cert: Issued, client_cert: Issued, start_server: Any, server_log: Callable[[], list[str]]
+) -> None:
+    def verify(conn: pausetls.TLSSocket, x509: crypto.X509, errnum: int, depth: int, ok: int) -> bool:
+        gevent.sleep(5)
+        return True  # never reached: a timed-out verification must not accept
+
+    ctx = mutual_context(pki, server_cert, verify)
+    ctx.set_callback_timeout(0.2)
+    server = start_server(ctx)
+    started = time.monotonic()
+    error = client_error(server.server_port, stdlib_client_context(pki, client_cert, cooperative=True))
+    assert 0.2 <= time.monotonic() - started < 1
+    assert "alert handshake failure" in str(error), error
+    assert wait_until(lambda: server.stats.callback_errors == 1)
+    [line] = server_log()
+    assert "verify callback raised TimeoutError" in line, line

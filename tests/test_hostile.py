@@ -1,0 +1,263 @@
+"""Hostile and broken input against a running TLSServer, with a healthy client served alongside.
+
+Each case checks the same four things: the hostile connection ends (an alert
+or a close, within a bound), the server counts it, it logs exactly one line,
+and nothing reaches gevent's hub (the ``watch`` fixture).  A healthy client
+connects while the hostile one is open and must be served.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from typing import Any
+
+import gevent
+import pytest
+from gevent.event import Event
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from OpenSSL import crypto
+
+import pausetls
+
+from conftest import make_server_context, require_binary, stdlib_client_context
+from peers import PeerGroup
+from pki import PKI, Issued
+from reliability import (
+    HOST,
+    MemoryBIOClient,
+    Watch,
+    client_hello,
+    exchange,
+    healthy_client,
+    is_alert_or_nothing,
+    mutual_context,
+    watch,  # noqa: F401 - fixture
+)
+
+EXAMPLES = settings(
+    max_examples=40,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],  # one server serves every example
+)
+HELLO = client_hello()
+
+
+@pytest.fixture
+def server(server_cert: Issued, start_server: Any) -> Any:
+    return start_server(make_server_context(server_cert), handshake_timeout=2)
+
+
+@pytest.fixture
+def client_ctx(pki: PKI) -> ssl.SSLContext:
+    return stdlib_client_context(pki, cooperative=True)
+
+
+def refused(server: Any, client_ctx: ssl.SSLContext, watch: Watch, payload: bytes, **kwargs: Any) -> tuple[bytes, str]:
+    """Send *payload* while a healthy client is served; the server's answer and its one log line."""
+    since = watch.mark(server)
+    with healthy_client(server.server_port, client_ctx):
+        answer = exchange(server.server_port, payload, **kwargs)
+    line = watch.one_failure(server, since, settle=0.01)
+    assert is_alert_or_nothing(answer), answer[:20]
+    return answer, line
+
+
+# -- garbage ---------------------------------------------------------------------------------
+
+
+@EXAMPLES
+@given(payload=st.binary(min_size=1, max_size=4096))
+def test_random_bytes(server: Any, client_ctx: ssl.SSLContext, watch: Watch, payload: bytes) -> None:
+    refused(server, client_ctx, watch, payload)
+
+
+@st.composite
+def mutated_hellos(draw: st.DrawFn) -> bytes:
+    """A real ClientHello with a few bytes overwritten, bytes inserted or deleted, or cut short."""
+    hello = bytearray(HELLO)
+    for _ in range(draw(st.integers(1, 6))):
+        at = draw(st.integers(0, len(hello) - 1))
+        action = draw(st.sampled_from(["set", "insert", "delete"]))
+        if action == "set":
+            hello[at] = draw(st.integers(0, 255))
+        elif action == "insert":
+            hello[at:at] = draw(st.binary(min_size=1, max_size=8))
+        elif len(hello) > 1:
+            del hello[at]
+    return bytes(hello[: draw(st.integers(1, len(hello)))])
+
+
+@EXAMPLES
+@given(payload=mutated_hellos())
+def test_malformed_client_hellos(server: Any, client_ctx: ssl.SSLContext, watch: Watch, payload: bytes) -> None:
+    # then EOF: even a mutation OpenSSL accepts cannot finish a handshake
+    refused(server, client_ctx, watch, payload)
+
+
+@pytest.mark.parametrize("cut", [5, len(HELLO) // 2, len(HELLO) - 1], ids=["header-only", "half", "one-short"])
+def test_truncated_client_hello(server: Any, client_ctx: ssl.SSLContext, watch: Watch, cut: int) -> None:
+    _, line = refused(server, client_ctx, watch, HELLO[:cut])
+    assert "without close_notify" in line or "unexpected eof" in line.lower(), line
+
+
+OVERSIZED = {
+    # a record longer than TLS allows (2^14 + 2048): refused from its header, the body never read
+    "record": b"\x16\x03\x01\x48\x01" + b"\x00" * 64,
+    # a record of normal size whose ClientHello claims 16 MiB
+    "handshake-message": b"\x16\x03\x01\x00\x04\x01\xff\xff\xff",
+}
+
+
+@pytest.mark.parametrize("payload", OVERSIZED.values(), ids=OVERSIZED.keys())
+def test_oversized_records_get_an_alert(
+    server: Any, client_ctx: ssl.SSLContext, watch: Watch, payload: bytes
+) -> None:
+    answer, line = refused(server, client_ctx, watch, payload, close_write=False)
+    assert answer[:1] == b"\x15", f"expected an alert record, got {answer[:20]!r}"
+    assert "length too long" in line or "excessive message size" in line, line
+
+
+@pytest.mark.parametrize("request_line", [b"GET / HTTP/1.1", b"CONNECT example.org:443 HTTP/1.1"])
+def test_plaintext_http_to_the_tls_port(
+    server: Any, client_ctx: ssl.SSLContext, watch: Watch, request_line: bytes
+) -> None:
+    _, line = refused(server, client_ctx, watch, request_line + b"\r\nHost: localhost\r\n\r\n", close_write=False)
+    assert "http" in line.lower() and "request" in line.lower(), line
+
+
+# -- a real handshake, written one byte at a time ----------------------------------------------------
+
+
+def test_a_handshake_written_in_one_byte_writes_succeeds(
+    pki: PKI, server: Any, client_ctx: ssl.SSLContext, watch: Watch, tls_version: int
+) -> None:
+    ctx = stdlib_client_context(pki, version=tls_version)
+    client = MemoryBIOClient(server.server_port, ctx, chunk=1, gap=0.001)
+    try:
+        with healthy_client(server.server_port, client_ctx):
+            client.handshake()
+            client.send(b"one byte at a time")
+            answer = b""
+            while len(answer) < len(b"one byte at a time"):
+                answer += client.recv()
+    finally:
+        client.close()
+    assert answer == b"one byte at a time"
+    assert server.stats.handshakes_completed == 2 and server.stats.handshakes_failed == 0
+    assert watch.lines() == []
+
+
+# -- clients that stall ----------------------------------------------------------------------
+
+
+def _trickle(sock: Any, data: bytes, every: float) -> None:
+    for byte in data:
+        sock.sendall(bytes([byte]))
+        gevent.sleep(every)
+
+
+SLOW = {
+    "silent": lambda sock: gevent.sleep(60),
+    "partial-hello": lambda sock: sock.sendall(HELLO[:40]),
+    "trickle": lambda sock: _trickle(sock, HELLO, 0.02),  # always making progress, never done in time
+}
+
+
+@pytest.mark.parametrize("behaviour", SLOW.values(), ids=SLOW.keys())
+def test_slowloris_times_out_at_the_handshake_deadline(
+    server_cert: Issued, client_ctx: ssl.SSLContext, start_server: Any, watch: Watch, behaviour: Any
+) -> None:
+    server = start_server(make_server_context(server_cert), handshake_timeout=0.3)
+    since = watch.mark(server)
+    with gevent.socket.create_connection((HOST, server.server_port), timeout=5) as sock:
+        sender = gevent.spawn(behaviour, sock)
+        started = time.monotonic()
+        with healthy_client(server.server_port, client_ctx):
+            try:
+                assert sock.recv(1024) == b""  # the server closed it
+            except ConnectionResetError:
+                pass  # closed with our bytes unread: a reset
+        elapsed = time.monotonic() - started
+        sender.kill()
+    assert 0.25 < elapsed < 1.5, elapsed
+    line = watch.one_failure(server, since, "handshakes_timed_out")
+    assert "handshake timed out" in line
+
+
+# -- a client that resets while its handshake is paused -------------------------------------------
+
+
+def test_a_client_reset_while_its_handshake_is_paused(
+    pki: PKI,
+    server_cert: Issued,
+    client_cert: Issued,
+    client_ctx: ssl.SSLContext,
+    start_server: Any,
+    watch: Watch,
+    tls_version: int,
+) -> None:
+    paused, release = Event(), Event()
+
+    def verify(conn: pausetls.TLSSocket, x509: crypto.X509, errnum: int, depth: int, ok: int) -> bool:
+        if depth == 0 and x509.get_subject().CN == client_cert.subject_cn and not release.is_set():
+            paused.set()
+            release.wait(10)
+        return bool(ok)
+
+    server = start_server(mutual_context(pki, server_cert, tls_version, verify))
+    healthy = stdlib_client_context(pki, client_cert, cooperative=True)
+    since = watch.mark(server)
+    client = MemoryBIOClient(server.server_port, stdlib_client_context(pki, client_cert, tls_version))
+    handshake = gevent.spawn(client.handshake)  # TLS 1.2 waits for the server's Finished, 1.3 does not
+    assert paused.wait(5)
+    handshake.kill()
+    client.reset()
+    with healthy_client(server.server_port, healthy):
+        release.set()  # the server resumes onto a reset connection
+    line = watch.one_failure(server, since)
+    assert "reset" in line.lower() or "broken pipe" in line.lower() or "eof" in line.lower(), line
+
+
+# -- client-initiated renegotiation ---------------------------------------------------------------
+
+
+def test_client_renegotiation_is_refused_and_the_server_stays_healthy(
+    pki: PKI, server: Any, client_ctx: ssl.SSLContext, watch: Watch
+) -> None:
+    """OpenSSL 3 refuses client-initiated renegotiation (no_renegotiation); s_client then gives up.
+
+    Tried from several connections at once, each asking twice (the second "R" finds the connection gone).
+    """
+    openssl = require_binary("openssl")
+    group = PeerGroup()
+    argv = [openssl, "s_client", "-connect", f"{HOST}:{server.server_port}", "-tls1_2", "-CAfile", str(pki.ca_path)]
+    argv += ["-quiet", "-no_ign_eof"]  # without -nocommands: a line "R" asks for renegotiation
+    since = watch.mark(server)
+    try:
+        clients = [group.process(argv) for _ in range(4)]
+        with healthy_client(server.server_port, client_ctx):
+            for client in clients:
+                client.write(b"hello\n")
+                client.wait_output(b"hello\n")  # an established, echoing connection
+                client.write(b"R\n")
+            for client in clients:
+                client.wait_for(lambda c=client: c.process.poll() is not None, "s_client to give up", poll=0.01)
+                assert b"RENEGOTIATING" in client.stderr.data
+                assert b"no renegotiation" in client.stderr.data, client.describe()
+                assert client.stdout.data == b"hello\n"
+    finally:
+        group.stop_all()
+    assert server.stats.handshakes_completed == 5 and server.stats.handshakes_failed == 0
+    assert wait_for_counter(server, "connection_errors", since.stats["connection_errors"] + 4)
+    lines = watch.lines()[since.lines :]
+    assert len(lines) == 4 and all("alert handshake failure" in line for line in lines), lines
+
+
+def wait_for_counter(server: Any, counter: str, value: int) -> bool:
+    with gevent.Timeout(5, False):
+        while getattr(server.stats, counter) < value:
+            gevent.sleep(0.01)
+    return bool(getattr(server.stats, counter) == value)
