@@ -142,6 +142,8 @@ class TLSSocket:
             lib.SSL_set_connect_state(self._ssl)
             if server_hostname:
                 self._set_server_hostname(server_hostname)
+            if context._ocsp_client_callback is not None:
+                self.request_ocsp()  # a client that checks staples asks for them
 
     def _set_server_hostname(self, hostname: str) -> None:
         name = hostname.encode("idna")

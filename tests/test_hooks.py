@@ -344,16 +344,8 @@ def stapling_context(server_cert: Issued, version: int, staple: bytes) -> pauset
 
 
 def ocsp_client(port: int, ctx: pausetls.Context) -> pausetls.TLSSocket:
-    """`pausetls.connect` cannot ask for OCSP before its handshake: build the TLS socket by hand."""
-    sock = gevent.socket.create_connection(("127.0.0.1", port), timeout=10)
-    tls = pausetls.TLSSocket(ctx, sock, server_side=False, driver=pausetls.gevent_driver, server_hostname="localhost")
-    try:
-        tls.request_ocsp()
-        tls.do_handshake()
-    except BaseException:
-        tls.close()
-        raise
-    return tls
+    """A pausetls client: its context's OCSP callback makes it ask for a staple."""
+    return pausetls.connect(("127.0.0.1", port), ctx, server_hostname="localhost", timeout=10)
 
 
 def test_a_pausing_server_callback_staples_what_s_client_sees(
@@ -426,8 +418,10 @@ def test_a_server_callback_that_raises_fails_the_handshake_with_internal_error(
     ctx = make_server_context(server_cert)
     ctx.set_ocsp_server_callback(_raise_value_error)
     server = start_server(ctx)
+    client = pausetls.client_context(str(pki.ca_path))
+    client.set_ocsp_client_callback(lambda conn, der, data: True)
     with pytest.raises(pausetls.HandshakeError, match="alert internal error"):
-        ocsp_client(server.server_port, pausetls.client_context(str(pki.ca_path)))
+        ocsp_client(server.server_port, client)
     assert wait_until(lambda: server.stats.callback_errors == 1)
     [line] = server_log()
     assert "ocsp_server callback raised ValueError: certificate store unreachable" in line, line
