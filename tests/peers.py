@@ -21,12 +21,15 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import gevent
+import pytest
 from gevent.event import Event
 from gevent.os import make_nonblocking, nb_read, nb_write
+
+from servers import require_binary
 
 DEFAULT_TIMEOUT = 10.0
 _POLL = 0.005  # seconds between checks of a child's exit status
@@ -272,3 +275,19 @@ class PeerGroup:
     def stop_all(self) -> None:
         while self._stoppable:
             self._stoppable.pop().stop()
+
+
+@pytest.fixture
+def openssl() -> str:
+    """The openssl command-line tool (skips when it is missing)."""
+    return require_binary("openssl")
+
+
+@pytest.fixture
+def peers() -> Iterator[PeerGroup]:
+    """Peer processes and threads, all stopped at teardown."""
+    group = PeerGroup()
+    try:
+        yield group
+    finally:
+        group.stop_all()

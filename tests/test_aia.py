@@ -25,7 +25,7 @@ from gevent.server import StreamServer
 import pausetls
 from pausetls.aia import FetchError
 
-from conftest import require_binary, wait_until
+from conftest import wait_until
 from peers import DEFAULT_TIMEOUT, OpenSSLServer, PeerGroup
 from pki import PKI, Issued
 from servers import free_port
@@ -110,20 +110,6 @@ def issuers() -> Iterator[IssuerServer]:
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture
-def openssl() -> str:
-    return require_binary("openssl")
-
-
-@pytest.fixture
-def peers() -> Iterator[PeerGroup]:
-    group = PeerGroup()
-    try:
-        yield group
-    finally:
-        group.stop_all()
 
 
 # -- helpers ---------------------------------------------------------------------

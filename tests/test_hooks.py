@@ -14,7 +14,7 @@ import datetime
 import logging
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from OpenSSL import crypto
 import pausetls
 from pausetls.ondemand import DirectoryLoader, normalize_server_name
 
-from conftest import make_server_context, require_binary, stdlib_client_context, wait_until
+from conftest import make_server_context, stdlib_client_context, wait_until
 from peers import PeerGroup
 from pki import PKI, Issued
 
@@ -39,20 +39,6 @@ SITES = 100
 
 
 # -- fixtures and helpers ------------------------------------------------------
-
-
-@pytest.fixture
-def openssl() -> str:
-    return require_binary("openssl")
-
-
-@pytest.fixture
-def peers() -> Iterator[PeerGroup]:
-    group = PeerGroup()
-    try:
-        yield group
-    finally:
-        group.stop_all()
 
 
 @pytest.fixture(scope="module")

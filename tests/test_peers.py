@@ -13,7 +13,7 @@ import ipaddress
 import re
 import socket
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,22 +45,8 @@ X509_V_ERR_HOSTNAME_MISMATCH = 62
 
 
 @pytest.fixture
-def openssl() -> str:
-    return require_binary("openssl")
-
-
-@pytest.fixture
 def curl() -> str:
     return require_binary("curl")
-
-
-@pytest.fixture
-def peers() -> Iterator[PeerGroup]:
-    group = PeerGroup()
-    try:
-        yield group
-    finally:
-        group.stop_all()
 
 
 class VerifyRecorder:
