@@ -257,3 +257,27 @@ def test_user_session_callbacks_get_new_remove(pki: PKI, server_cert: Issued, st
     assert len(saved) == 1
     assert connect_once(server.server_port, client, session)[1]
     assert cache.stats.hits == 1
+
+
+def test_a_session_openssl_discards_is_removed_later_outside_openssl(
+    pki: PKI, server_cert: Issued, start_server: Any, tls_version: int
+) -> None:
+    saved: dict[bytes, bytes] = {}
+    removed: list[tuple[bytes, bool]] = []
+
+    def remove(session_id: bytes) -> None:
+        removed.append((session_id, pausetls.in_job()))  # runs in its own greenlet, not inside OpenSSL
+        gevent.sleep(0.01)  # and so may block
+        saved.pop(session_id, None)
+
+    ctx = make_server_context(server_cert, tls_version)
+    # without keep_sessions_on_eof, a client leaving without close_notify (CPython's ssl) makes
+    # OpenSSL discard the session, calling remove under its lock
+    cache = ctx.set_session_callbacks(get=saved.get, new=saved.__setitem__, remove=remove, keep_sessions_on_eof=False)
+    server = start_server(ctx)
+    connect_once(server.server_port, stdlib_client_context(pki, version=tls_version, cooperative=True))
+    deadline = time.monotonic() + 5
+    while (not removed or cache._pending_writes) and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+    assert removed and all(not in_job for _, in_job in removed)
+    assert saved == {} and cache.stats.deleted >= 1
