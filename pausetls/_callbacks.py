@@ -51,18 +51,25 @@ def _is_pending(value: Any) -> bool:
     return callable(getattr(value, "ready", None)) and callable(getattr(value, "get", None))
 
 
-def _run_hook(conn: TLSSocket, name: str, callback: Any, *args: Any) -> tuple[bool, Any]:
+def _run_hook(conn: TLSSocket, name: str, callback: Any, *args: Any, returns: tuple[type, ...]) -> tuple[bool, Any]:
     """Run a pausable user callback inside the handshake's job.
 
     A pending result is waited for (the handshake pauses until another
     greenlet completes it); the context's ``callback_timeout`` bounds the
-    whole call.  Returns ``(ran, value)`` as `Job.run_callback` does.
+    whole call.  A value that is none of the *returns* types fails the
+    callback with `TypeError`: a truthy mistake (a coroutine, a Future, a
+    string) must not pass for a yes.  Returns ``(ran, value)`` as
+    `Job.run_callback` does.
     """
     timeout = conn.get_context().callback_timeout
 
     def call() -> Any:
         result = callback(*args)
-        return pause(result, None) if _is_pending(result) else result
+        result = pause(result, None) if _is_pending(result) else result
+        if not isinstance(result, returns):
+            expected = " or ".join("None" if t is type(None) else t.__name__ for t in returns)
+            raise TypeError(f"it returned {type(result).__name__}, expected {expected}")
+        return result
 
     if timeout is None:
         return _job_of(conn).run_callback(name, True, call)
@@ -83,6 +90,11 @@ def _alert(conn: TLSSocket, name: str, rejected: int) -> int:
     return int(lib.SSL_AD_INTERNAL_ERROR)
 
 
+_VERDICT = (bool, int)  # verify: pyOpenSSL's callbacks may return their ``ok`` argument, an int
+_GO_ON = (bool, type(None))  # the other hooks: False rejects, None or True goes on
+_ALPN_CHOICE = (bytes, type(None), type(NO_OVERLAPPING_PROTOCOLS))
+
+
 @ffi.def_extern(onerror=_report)
 def pausetls_verify_cb(preverify_ok: int, store_ctx: Any) -> int:
     """``SSL_verify_cb``: 1 accepts this certificate, 0 rejects it (handshake fails with an alert)."""
@@ -94,7 +106,7 @@ def pausetls_verify_cb(preverify_ok: int, store_ctx: Any) -> int:
     errnum = lib.X509_STORE_CTX_get_error(store_ctx)
     depth = lib.X509_STORE_CTX_get_error_depth(store_ctx)
     cert = x509_to_pyopenssl(lib.X509_STORE_CTX_get_current_cert(store_ctx))
-    ran, accepted = _run_hook(conn, "verify", callback, conn, cert, errnum, depth, preverify_ok)
+    ran, accepted = _run_hook(conn, "verify", callback, conn, cert, errnum, depth, preverify_ok, returns=_VERDICT)
     if ran and accepted:
         lib.X509_STORE_CTX_set_error(store_ctx, lib.X509_V_OK)
         return 1
@@ -116,7 +128,7 @@ def pausetls_alpn_select_cb(ssl: Any, out: Any, outlen: Any, inp: Any, inlen: in
     while wire:
         offered.append(wire[1 : 1 + wire[0]])
         wire = wire[1 + wire[0] :]
-    ran, chosen = _run_hook(conn, "alpn_select", callback, conn, offered)
+    ran, chosen = _run_hook(conn, "alpn_select", callback, conn, offered, returns=_ALPN_CHOICE)
     if ran and (chosen is None or chosen is NO_OVERLAPPING_PROTOCOLS):
         return _ALPN_NOACK
     if not ran or chosen not in offered:
@@ -214,7 +226,7 @@ def _hook_with_alert(
     callback = None if conn is None else getattr(conn.get_context(), f"_{name}_callback")
     if conn is None or callback is None:
         return ok
-    ran, result = _run_hook(conn, name, callback, conn, *arguments(ssl))
+    ran, result = _run_hook(conn, name, callback, conn, *arguments(ssl), returns=_GO_ON)
     if ran and result is not False:
         return ok
     alert[0] = _alert(conn, name, rejected)
@@ -244,7 +256,7 @@ def pausetls_cert_cb(ssl: Any, arg: Any) -> int:
     callback = None if conn is None else conn.get_context()._certificate_callback
     if conn is None or callback is None:
         return 1
-    ran, result = _run_hook(conn, "certificate", callback, conn)
+    ran, result = _run_hook(conn, "certificate", callback, conn, returns=_GO_ON)
     if ran and result is not False:
         return 1
     _alert(conn, "certificate", lib.SSL_AD_INTERNAL_ERROR)  # only records why: OpenSSL sends internal_error itself
@@ -266,10 +278,8 @@ def pausetls_status_cb(ssl: Any, arg: Any) -> int:
 def _staple(conn: TLSSocket, callback: Any, data: Any) -> int:
     if callback is None:
         return int(lib.SSL_TLSEXT_ERR_NOACK)
-    ran, response = _run_hook(conn, "ocsp_server", callback, conn, data)
-    if not ran or not isinstance(response, bytes):
-        if ran:  # a wrong type is a callback fault, failed closed like an exception
-            _job_of(conn).run_callback("ocsp_server", False, _wrong_type, response)
+    ran, response = _run_hook(conn, "ocsp_server", callback, conn, data, returns=(bytes,))
+    if not ran:
         return int(lib.SSL_TLSEXT_ERR_ALERT_FATAL)
     if not response:
         return int(lib.SSL_TLSEXT_ERR_NOACK)
@@ -287,11 +297,23 @@ def _check_stapled(conn: TLSSocket, callback: Any, data: Any) -> int:
     out = ffi.new("const unsigned char **")
     length = lib.SSL_get_tlsext_status_ocsp_resp(conn._ssl, out)
     stapled = b"" if length <= 0 or out[0] == ffi.NULL else bytes(ffi.buffer(out[0], length))
-    ran, accepted = _run_hook(conn, "ocsp_client", callback, conn, stapled, data)
+    ran, accepted = _run_hook(conn, "ocsp_client", callback, conn, stapled, data, returns=_VERDICT)
     if not ran:
         return -1  # an internal error: the handshake fails
     return 1 if accepted else 0
 
 
-def _wrong_type(value: Any) -> None:
-    raise TypeError(f"expected bytes (DER OCSP response), got {type(value).__name__}")
+def verify_resumed_peer(conn: TLSSocket) -> bool:
+    """Ask the verify callback about the peer certificate of a resumed session.
+
+    OpenSSL does not verify when a session resumes, so a certificate the
+    callback rejects now would get back in through a session made before.
+    The callback sees the session's leaf as one OpenSSL accepted (depth 0,
+    ``X509_V_OK``, ok=1).  True when there is no callback or no certificate.
+    """
+    callback = conn.verify_callback()
+    cert = None if callback is None else conn.get_peer_certificate()
+    if callback is None or cert is None:
+        return True
+    ran, accepted = _run_hook(conn, "verify", callback, conn, cert, lib.X509_V_OK, 0, 1, returns=_VERDICT)
+    return ran and bool(accepted)

@@ -33,8 +33,39 @@ def x509_der(ptr: Any) -> bytes:
         lib.OPENSSL_free(out[0])
 
 
+class _LazyX509(crypto.X509):
+    """A pyOpenSSL ``X509`` that decodes its DER on first use.
+
+    A verify callback runs once per certificate of the chain, and decoding each
+    one into pyOpenSSL's OpenSSL costs about 80 µs (a quarter of a client-cert
+    handshake's server CPU, three certificates deep): a callback that only
+    looks at the leaf, or only at ``ok``, should not pay for the others.
+    """
+
+    def __init__(self, der: bytes) -> None:  # not X509.__init__: that allocates an empty certificate
+        self._der = der
+
+    def __getattr__(self, name: str) -> Any:
+        # Reached only for attributes not set yet: pyOpenSSL's own (``_x509`` and whatever else its
+        # constructor sets in this version), so the first use decodes and copies them all in.
+        state = self.__dict__
+        if "_der" not in state or "_decoded" in state or name.startswith("__"):
+            raise AttributeError(name)
+        state["_decoded"] = True
+        for key, value in vars(crypto.load_certificate(crypto.FILETYPE_ASN1, state["_der"])).items():
+            state.setdefault(key, value)
+        try:
+            return state[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def to_cryptography(self) -> x509.Certificate:
+        return x509.load_der_x509_certificate(self._der)
+
+
 def x509_to_pyopenssl(ptr: Any) -> crypto.X509:
-    return crypto.X509.from_cryptography(x509.load_der_x509_certificate(x509_der(ptr)))
+    """A pyOpenSSL ``X509`` copy of an ``X509 *`` owned by OpenSSL (decoded when first used)."""
+    return _LazyX509(x509_der(ptr))
 
 
 def certificate_der(cert: CertificateLike) -> bytes:

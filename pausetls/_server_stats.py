@@ -31,6 +31,8 @@ class ServerStats:
     handshakes_cancelled: int = 0
     verification_failures: int = 0
     callback_errors: int = 0
+    #: established connections a TLS error ended (the peer's alert, a refused renegotiation, a bad record)
+    connection_errors: int = 0
     resumed: int = 0
     refused: int = 0
     handshaking: int = 0
@@ -58,6 +60,11 @@ class ServerStats:
             if counter:
                 setattr(self, counter, getattr(self, counter) + 1)
         log.info("TLS handshake failed: peer=%s reason=%s", peer(address), reason)
+
+    def record_connection_error(self, address: Any, exc: Exception) -> None:
+        """An established connection ended by a TLS error that reached the handler: counted, one log line."""
+        self.add("connection_errors")
+        log.info("TLS connection failed: peer=%s reason=%s: %s", peer(address), type(exc).__name__, exc)
 
     def record_exception(self, address: Any, exc: Exception) -> None:
         """A handshake that raised *exc* (a TLS, socket, callback or timeout error)."""

@@ -31,7 +31,15 @@ AlpnSelectCallback = Callable[["TLSSocket", list[bytes]], "bytes | object | None
 without ALPN; a protocol the client did not offer, or an exception, fails the handshake with
 ``no_application_protocol``."""
 
-NO_OVERLAPPING_PROTOCOLS = object()
+
+class _NoOverlappingProtocols:
+    """The type of `NO_OVERLAPPING_PROTOCOLS` (its own, so a callback's answer can be type-checked)."""
+
+    def __repr__(self) -> str:
+        return "NO_OVERLAPPING_PROTOCOLS"
+
+
+NO_OVERLAPPING_PROTOCOLS = _NoOverlappingProtocols()
 """Returned by an ALPN select callback: continue the handshake without ALPN (pyOpenSSL's name)."""
 
 DEFAULT_SESSION_ID = b"pausetls"
@@ -166,7 +174,10 @@ class Context:
         The callback runs once per certificate of the chain and may block on
         the event loop (it pauses the handshake).  True accepts this
         certificate, False rejects it; an exception rejects it too, and is
-        re-raised from the handshake.  Fails closed.
+        re-raised from the handshake, and so does an answer that is not a
+        bool or an int.  Fails closed.  OpenSSL does not verify a resumed
+        session; pausetls then calls the callback once with the session's
+        peer certificate (depth 0, ok 1), so one it rejects now stays out.
         """
         if callback is not None and not callable(callback):
             raise TypeError("callback must be callable")

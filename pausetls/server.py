@@ -16,6 +16,7 @@ from gevent.server import StreamServer
 from . import _live
 from ._server_stats import ServerStats, peer
 from .context import Context
+from .errors import TLSError
 from .gevent_driver import gevent_driver
 from .tls_socket import TLSSocket
 
@@ -148,6 +149,9 @@ class TLSServer(StreamServer):  # type: ignore[misc]
             if not self._handshake(tls, address):
                 return None
             return self.handle(tls, address)
+        except TLSError as exc:  # the peer broke the TLS stream under the handler: its connection ends, not in the hub
+            self.stats.record_connection_error(address, exc)
+            return None
         finally:
             tls.close()
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from ._server_stats import ServerStats, peer
 from .context import Context
-from .errors import ClosedError
+from .errors import ClosedError, TLSError
 from .thread_driver import thread_driver
 from .tls_socket import TLSSocket
 
@@ -284,6 +284,8 @@ class ThreadedTLSServer:
         except ClosedError:
             if not self._stopping.is_set():  # else stop() woke it: what GreenletExit is on gevent
                 log.exception("handler failed: peer=%s", peer(address))
+        except TLSError as exc:  # the peer broke the TLS stream under the handler, as TLSServer counts it
+            self.stats.record_connection_error(address, exc)
         except Exception:
             log.exception("handler failed: peer=%s", peer(address))  # its connection ends, never the server
         finally:

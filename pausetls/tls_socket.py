@@ -25,7 +25,7 @@ import os
 import socket as _socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from greenlet import getcurrent
 from OpenSSL import crypto
@@ -52,6 +52,7 @@ from .errors import (
 
 __all__ = ["TLSSocket", "connection_of"]
 
+_T = TypeVar("_T")
 _EX_DATA_INDEX = 0  # the "app data" slot of SSL
 _allocate = ffi.new_allocator(should_clear_after_alloc=False)
 _OK, _WANT_READ, _WANT_WRITE = lib.SSL_ERROR_NONE, lib.SSL_ERROR_WANT_READ, lib.SSL_ERROR_WANT_WRITE
@@ -159,28 +160,36 @@ class TLSSocket:
 
     def _call(self, fn: Callable[..., int], *args: Any) -> _Outcome:
         """Run ``fn(ssl, *args)`` once as a job; re-raise what its callbacks raised."""
+        ssl = self._ssl
+
+        def call() -> _Outcome:  # OpenSSL's answer is read before anything else can touch errno or the queue
+            ret = fn(ssl, *args)
+            err_no = ffi.errno
+            error = _OK if ret > 0 else lib.SSL_get_error(ssl, ret)
+            return _Outcome(ret, error, err_no, drain_error_queue() if error in (_SSL, _SYSCALL) else [])
+
+        return self._in_job(call)
+
+    def _in_job(self, fn: Callable[[], _T]) -> _T:
+        """Run *fn* as this connection's job (callbacks inside may pause); re-raise what they raised."""
         if self._job is not None:
             raise ConnectionBusyError(
                 "this TLS connection is inside an OpenSSL call started elsewhere (a paused callback); "
                 "wait for it to finish"
             )
-        ssl = self._ssl
-        if ssl is None:
+        if self._ssl is None:
             raise ClosedError()
-        job = Job(fn, ssl, *args, owner=self)
+        job = Job(fn, owner=self)
         self._job = job
         try:
-            ret = job.run_inline(self._driver.wait)
-            err_no = ffi.errno
-            error = _OK if ret > 0 else lib.SSL_get_error(ssl, ret)
-            queue = drain_error_queue() if error in (_SSL, _SYSCALL) else []
+            result: _T = job.run_inline(self._driver.wait)
         finally:
             self._job = None
             if self._close_after_job:
                 self._real_close()
         if job.exception is not None:
             _raise_from_callback(job)
-        return _Outcome(ret, error, err_no, queue)
+        return result
 
     def _retry(self, fn: Callable[..., int], *args: Any) -> _Outcome:
         """Call until OpenSSL stops asking for socket readiness; honours the socket timeout."""
@@ -221,7 +230,19 @@ class TLSSocket:
         outcome = self._retry(lib.SSL_do_handshake)
         if outcome.error != _OK:
             raise self._failure(outcome, "handshake failed")
+        if not self.handshake_done and self.session_reused:
+            self._verify_resumed_peer()
         self.handshake_done = True
+
+    def _verify_resumed_peer(self) -> None:
+        """OpenSSL skips verification when a session resumes: the verify callback is asked again about the
+        session's certificate, so one it rejects now does not get in through a session made before."""
+        from ._callbacks import verify_resumed_peer  # which imports this module
+
+        if not self._in_job(lambda: verify_resumed_peer(self)):
+            code = lib.X509_V_ERR_APPLICATION_VERIFICATION
+            text = ffi.string(lib.X509_verify_cert_error_string(code)).decode()
+            raise VerificationError("handshake failed: resumed session", [], code, text)
 
     def _ensure_handshake(self) -> None:
         if not self.handshake_done:

@@ -14,6 +14,7 @@ import pytest
 
 import pausetls
 
+from health import watch  # noqa: F401 - fixture for every test module
 from peers import openssl, peers  # noqa: F401 - fixtures for every test module
 from pki import PKI, Issued
 from servers import memcached_server, redis_server, require_binary  # noqa: F401 - fixtures, re-export

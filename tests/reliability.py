@@ -1,28 +1,19 @@
-"""Helpers for the reliability tests: a watch on the server's health and clients that misbehave.
+"""Helpers for the reliability tests: clients that misbehave, and one that behaves alongside them.
 
-`Watch` (fixture ``watch``) records what would go wrong silently in a gevent
-server -- an exception reaching the hub (gevent prints it and goes on) or an
-internal error logged from a cffi callback -- and counts the server's log
-lines, so a test can say "exactly one more failure, one log line, this
-counter".  `healthy_client` runs a well-behaved client alongside a hostile
-one.  `MemoryBIOClient` is CPython's TLS client over memory BIOs, so a test
+`healthy_client` runs a well-behaved client alongside a hostile one.
+`MemoryBIOClient` is CPython's TLS client over memory BIOs, so a test
 decides how its bytes reach the wire (1-byte writes, a reset at a chosen
-moment).
-
-A test module imports the fixture it uses::
-
-    from reliability import watch  # noqa: F401 - fixture
+moment).  `exchange` is a plain TCP client for bytes that are not TLS.
+The ``watch`` fixture (on the server's health) lives in ``health.py``.
 """
 
 from __future__ import annotations
 
-import logging
 import socket
 import ssl
 import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import gevent
@@ -31,7 +22,7 @@ import pytest
 
 import pausetls
 
-from conftest import make_server_context, wait_until
+from conftest import make_server_context
 from pki import PKI, Issued
 
 MUTUAL = pausetls.VERIFY_PEER | pausetls.VERIFY_FAIL_IF_NO_PEER_CERT
@@ -47,20 +38,34 @@ def mutual_context(pki: PKI, server_cert: Issued, version: int | None, verify: V
     return ctx
 
 
-def ping(port: int, ctx: ssl.SSLContext, timeout: float = 10, session: ssl.SSLSession | None = None) -> bytes:
+def ping(port: int, ctx: ssl.SSLContext, timeout: float = 10) -> bytes:
     """A CPython ssl client (cooperative through gevent.ssl): handshake, send b"ping", read the answer."""
     with gevent.socket.create_connection((HOST, port), timeout=timeout) as sock:
-        with ctx.wrap_socket(sock, server_hostname="localhost", session=session) as tls:
+        with ctx.wrap_socket(sock, server_hostname="localhost") as tls:
             tls.sendall(b"ping")
             return tls.recv(100)
 
 
-def outcome(port: int, ctx: ssl.SSLContext, session: ssl.SSLSession | None = None) -> bytes | str:
+def outcome(port: int, ctx: ssl.SSLContext) -> bytes | str:
     """What a client got: the server's answer (b"" when closed), or the name of the error it saw."""
     try:
-        return ping(port, ctx, session=session)
+        return ping(port, ctx)
     except (OSError, ssl.SSLError) as exc:
         return type(exc).__name__
+
+
+def connect_once(
+    port: int, ctx: ssl.SSLContext, session: ssl.SSLSession | None = None
+) -> tuple[ssl.SSLSession | None, bool, bytes]:
+    """(session, reused, the server's answer) of one connection; the answer is b"" when the server refused."""
+    with gevent.socket.create_connection((HOST, port), timeout=10) as sock:
+        try:
+            with ctx.wrap_socket(sock, server_hostname="localhost", session=session) as tls:
+                tls.sendall(b"x")
+                answer = tls.recv(10)  # TLS 1.3: the session ticket comes with it
+                return tls.session, bool(tls.session_reused), answer
+        except (ssl.SSLError, OSError):  # TLS 1.2: during the handshake; TLS 1.3: at the first read
+            return None, False, b""
 
 
 @contextmanager
@@ -71,13 +76,11 @@ def healthy_client(port: int, ctx: ssl.SSLContext) -> Iterator[None]:
     assert client.get(timeout=10) == b"ping"
 
 
-def client_hello(version: ssl.TLSVersion | None = None) -> bytes:
+def client_hello() -> bytes:
     """The first flight of a real CPython ssl client: one TLS record holding its ClientHello."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    if version is not None:
-        ctx.maximum_version = version
     outgoing = ssl.MemoryBIO()
     tls = ctx.wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname="localhost")
     with pytest.raises(ssl.SSLWantReadError):
@@ -108,6 +111,19 @@ def exchange(port: int, payload: bytes, *, close_write: bool = True, timeout: fl
 def is_alert_or_nothing(data: bytes) -> bool:
     """A server that refuses a connection sends a fatal alert record, or nothing before closing."""
     return data == b"" or (data[0] == 0x15 and len(data) >= 7)
+
+
+def s_client_argv(openssl: str, pki: PKI, port: int, *extra: str) -> list[str]:
+    """``openssl s_client`` trusting *pki*, with only application data on stdout (``-quiet``), closing
+    with close_notify when stdin ends (``-no_ign_eof``)."""
+    argv = [openssl, "s_client", "-connect", f"{HOST}:{port}", "-CAfile", str(pki.ca_path), "-quiet", "-no_ign_eof"]
+    return argv + list(extra)
+
+
+def client_cert_args(client: Issued, pki: PKI) -> list[str]:
+    """s_client flags that present *client* (leaf, key and intermediate)."""
+    chain = str(pki.intermediate.cert_path)
+    return ["-cert", str(client.cert_path), "-key", str(client.key_path), "-cert_chain", chain]
 
 
 def set_linger_zero(sock: Any) -> None:
@@ -166,60 +182,3 @@ class MemoryBIOClient:
 
     def close(self) -> None:
         self.sock.close()
-
-
-@dataclass
-class Mark:
-    """The server's counters and the number of server log lines at one moment."""
-
-    stats: dict[str, int]
-    lines: int
-
-
-class Watch:
-    """Errors that reached gevent's hub, internal errors logged by pausetls, and the server's log lines."""
-
-    def __init__(self, caplog: pytest.LogCaptureFixture) -> None:
-        self.caplog = caplog
-        self.hub_errors: list[str] = []
-
-    def record_hub_error(self, context: Any, exc_type: Any, value: Any, tb: Any) -> None:
-        self.hub_errors.append(f"{context!r}: {exc_type.__name__}: {value}")
-
-    def lines(self) -> list[str]:
-        return [r.getMessage() for r in self.caplog.records if r.name == "pausetls.server"]
-
-    def mark(self, server: Any) -> Mark:
-        return Mark(server.stats.as_dict(), len(self.lines()))
-
-    def one_failure(self, server: Any, since: Mark, counter: str = "handshakes_failed", settle: float = 0.05) -> str:
-        """Exactly one more failure on *server* since *since*: *counter* went up by one, one new log line.
-
-        Returns that log line.
-        """
-        before = since.stats[counter]
-        assert wait_until(lambda: getattr(server.stats, counter) > before), f"{counter} stayed at {before}"
-        gevent.sleep(settle)  # long enough for a second failure (or log line) to show up
-        assert getattr(server.stats, counter) == before + 1, server.stats
-        new = self.lines()[since.lines :]
-        assert len(new) == 1, new
-        return new[0]
-
-    def assert_healthy(self) -> None:
-        assert not self.hub_errors, self.hub_errors
-        internal = [r.getMessage() for r in self.caplog.records if r.levelno >= logging.ERROR]
-        assert not internal, internal
-
-
-@pytest.fixture
-def watch(caplog: pytest.LogCaptureFixture) -> Iterator[Watch]:
-    """A `Watch` on the pausetls loggers and gevent's hub; fails the test if anything reached the hub."""
-    caplog.set_level(logging.INFO, "pausetls")
-    watcher = Watch(caplog)
-    hub = gevent.get_hub()
-    hub.handle_error = watcher.record_hub_error  # what gevent calls for an exception nobody caught
-    try:
-        yield watcher
-    finally:
-        del hub.handle_error
-    watcher.assert_healthy()

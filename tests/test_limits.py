@@ -12,8 +12,7 @@ import pausetls
 
 from conftest import make_server_context, stdlib_client_context
 from pki import PKI, Issued
-
-MUTUAL = pausetls.VERIFY_PEER | pausetls.VERIFY_FAIL_IF_NO_PEER_CERT
+from reliability import MUTUAL, outcome, ping
 
 
 class SlowVerifier:
@@ -40,20 +39,6 @@ def limited_server(pki: PKI, server_cert: Issued, start_server: Any, **limits: A
     ctx.load_verify_locations(pki.ca_path)
     ctx.set_verify(MUTUAL, verifier)
     return start_server(ctx, **limits), verifier
-
-
-def ping(port: int, ctx: ssl.SSLContext) -> bytes:
-    with gevent.socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        with ctx.wrap_socket(sock, server_hostname="localhost") as tls:
-            tls.sendall(b"ping")
-            return tls.recv(10)
-
-
-def outcome(port: int, ctx: ssl.SSLContext) -> bytes | str:
-    try:
-        return ping(port, ctx)
-    except (OSError, ssl.SSLError) as exc:
-        return type(exc).__name__
 
 
 def established(port: int, ctx: ssl.SSLContext) -> Any:

@@ -64,7 +64,7 @@ class VerifyRecorder:
 
     def assert_chain(self, pki: PKI, leaf_cn: str) -> None:
         """Called once per certificate, root first, all accepted by OpenSSL."""
-        assert self.types == {crypto.X509}
+        assert all(issubclass(kind, crypto.X509) for kind in self.types)  # decoded lazily: a subclass
         root_cn = pki.root.subject_cn
         intermediate_cn = pki.intermediate.subject_cn
         assert self.calls == [(2, root_cn, 0, 1), (1, intermediate_cn, 0, 1), (0, leaf_cn, 0, 1)]

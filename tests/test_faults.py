@@ -1,0 +1,190 @@
+"""Callback faults: every handshake hook raising, hanging, answering nonsense or re-entering its connection.
+
+Each fault fails that one handshake closed, with a log line naming the
+callback, and leaves the server serving: the next client (same hook, now
+well-behaved) completes.  The client is ``openssl s_client`` because it
+exercises every hook in one handshake (client certificate, SNI, ALPN and an
+OCSP status request).
+
+Session *get* is different by design: a store that fails is a miss, so the
+client gets a full (fully verified) handshake instead of a resumption.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gevent
+import pytest
+from gevent.event import Event
+
+import pausetls
+from pausetls._job import Job
+
+from conftest import make_server_context, stdlib_client_context, wait_until
+from health import Watch
+from peers import PeerGroup
+from pki import PKI, Issued
+from reliability import MUTUAL, client_cert_args, connect_once, s_client_argv
+
+CALLBACK_TIMEOUT = 0.2
+
+
+@dataclass
+class Hook:
+    """How to install a server hook, what a well-behaved one answers, and an answer of the wrong type."""
+
+    install: Callable[[pausetls.Context, Callable[..., Any]], None]
+    healthy: Callable[[tuple[Any, ...]], Any]
+    wrong: Any
+
+
+HOOKS = {
+    "verify": Hook(lambda ctx, cb: ctx.set_verify(MUTUAL, cb), lambda args: bool(args[-1]), "accept"),
+    "servername": Hook(lambda ctx, cb: ctx.set_tlsext_servername_callback(cb), lambda args: None, "localhost"),
+    "client_hello": Hook(lambda ctx, cb: ctx.set_client_hello_callback(cb), lambda args: None, "go on"),
+    "certificate": Hook(lambda ctx, cb: ctx.set_certificate_callback(cb), lambda args: None, 1.0),
+    "alpn_select": Hook(lambda ctx, cb: ctx.set_alpn_select_callback(cb), lambda args: b"http/1.1", "http/1.1"),
+    "ocsp_server": Hook(lambda ctx, cb: ctx.set_ocsp_server_callback(cb), lambda args: b"", "no response"),
+}
+
+
+def _raise(*args: Any) -> None:
+    raise ValueError("backend exploded")
+
+
+def _hang(*args: Any) -> None:
+    gevent.sleep(30)  # cut short by the callback (or session cache) timeout
+
+
+def _re_enter(conn: pausetls.TLSSocket) -> None:
+    conn.do_handshake()  # the connection is inside OpenSSL already: ConnectionBusyError
+
+
+# what the fault does, and the exception the server's log line must name with the callback
+FAULTS: dict[str, tuple[Callable[[pausetls.TLSSocket], Any] | None, str]] = {
+    "raises": (_raise, "ValueError: backend exploded"),
+    "hangs": (_hang, f"TimeoutError: timed out after {CALLBACK_TIMEOUT} s"),
+    "wrong-type": (None, "TypeError"),
+    "re-enters": (_re_enter, "ConnectionBusyError"),
+}
+
+
+def faulty(hook: Hook, fault: str, armed: list[bool]) -> Callable[..., Any]:
+    """A callback that misbehaves while ``armed[0]`` and answers like *hook*'s healthy one after."""
+    misbehave, _ = FAULTS[fault]
+
+    def callback(conn: pausetls.TLSSocket, *args: Any) -> Any:
+        if not armed[0]:
+            return hook.healthy(args)
+        if misbehave is None:
+            return hook.wrong
+        misbehave(conn)
+        return hook.healthy(args)  # not reached when the fault works as it should
+
+    return callback
+
+
+def s_client(peers: PeerGroup, openssl: str, pki: PKI, client_cert: Issued, port: int) -> Any:
+    """An s_client that sends a client certificate, SNI, ALPN and an OCSP status request."""
+    argv = s_client_argv(openssl, pki, port, "-servername", "localhost", "-alpn", "h2,http/1.1", "-status")
+    return peers.process([*argv, "-nocommands", *client_cert_args(client_cert, pki)])
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("name", HOOKS)
+def test_a_faulty_callback_fails_its_handshake_closed_and_names_itself(
+    name: str,
+    fault: str,
+    pki: PKI,
+    server_cert: Issued,
+    client_cert: Issued,
+    start_server: Any,
+    watch: Watch,
+    openssl: str,
+    peers: PeerGroup,
+) -> None:
+    armed = [True]
+    ctx = make_server_context(server_cert)
+    ctx.load_verify_locations(pki.ca_path)
+    ctx.set_callback_timeout(CALLBACK_TIMEOUT)
+    HOOKS[name].install(ctx, faulty(HOOKS[name], fault, armed))
+    server = start_server(ctx)
+    since = watch.mark(server)
+    hostile = s_client(peers, openssl, pki, client_cert, server.server_port)
+    hostile.write(b"ping\n")
+    hostile.close_stdin()
+    hostile.wait()
+    assert b"ping" not in hostile.stdout.data, hostile.describe()  # nothing came back: the handshake failed
+    line = watch.one_failure(server, since, "callback_errors")
+    assert f"{name} callback raised {FAULTS[fault][1]}" in line, line
+
+    armed[0] = False  # the same hook, behaving: the server was not wedged
+    healthy = s_client(peers, openssl, pki, client_cert, server.server_port)
+    healthy.write(b"ping\n")
+    healthy.wait_output(b"ping\n")
+    healthy.close_stdin()
+    assert healthy.wait() == 0, healthy.describe()
+    assert server.stats.handshakes_completed == 1 and server.stats.handshakes_failed == 1
+
+
+# -- session get: a fault is a miss ---------------------------------------------------
+
+
+SESSION_GET_FAULTS: dict[str, tuple[Callable[[bytes], Any], str]] = {
+    # what get does, and the cache counter that records it
+    "raises": (_raise, "store_errors"),
+    "hangs": (_hang, "timeouts"),
+    "wrong-type": (lambda session_id: "a session", "rejected"),
+}
+
+
+@pytest.mark.parametrize("fault", SESSION_GET_FAULTS)
+def test_a_faulty_session_get_callback_gives_a_full_handshake(
+    fault: str, pki: PKI, server_cert: Issued, start_server: Any, watch: Watch, tls_version: int
+) -> None:
+    saved: dict[bytes, bytes] = {}
+    armed = [False]
+    misbehave, counter = SESSION_GET_FAULTS[fault]
+
+    def get(session_id: bytes) -> Any:
+        return misbehave(session_id) if armed[0] else saved.get(session_id)
+
+    ctx = make_server_context(server_cert, tls_version)
+    cache = ctx.set_session_callbacks(get=get, new=saved.__setitem__, timeout=CALLBACK_TIMEOUT)
+    server = start_server(ctx)
+    client = stdlib_client_context(pki, version=tls_version, cooperative=True)
+    session, _, _ = connect_once(server.server_port, client)
+    assert wait_until(lambda: bool(saved))
+    armed[0] = True
+    before = getattr(cache.stats, counter)
+    started = time.monotonic()
+    assert connect_once(server.server_port, client, session)[1:] == (False, b"x")  # a full handshake
+    assert time.monotonic() - started < 1 + CALLBACK_TIMEOUT
+    assert getattr(cache.stats, counter) == before + 1
+    armed[0] = False
+    assert connect_once(server.server_port, client, session)[1:] == (True, b"x")  # the cache works again
+    assert server.stats.handshakes_failed == 0 and watch.lines() == []
+
+
+# -- pausing where OpenSSL may hold a lock ------------------------------------------
+
+
+def test_a_pausable_callback_nested_in_a_non_pausable_hook_cannot_pause() -> None:
+    """No user callback runs in a non-pausable hook today (session remove copies the id and acts later),
+    so this is the job runtime's guard on its own (`tests/test_job.py` has the direct case): a pausable
+    callback called from inside a non-pausable one cannot pause either, and the error names the hook."""
+
+    def wait() -> Any:
+        return pausetls.pause(Event(), 1)
+
+    def body() -> Any:
+        return job.run_callback("session_remove", False, lambda: job.run_callback("verify", True, wait))
+
+    job = Job(body)
+    job.run_inline(lambda waitable, timeout: pytest.fail("paused where it must not"))
+    assert isinstance(job.exception, pausetls.PauseError), job.exception
+    assert "the session_remove callback must not pause" in str(job.exception)
