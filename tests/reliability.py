@@ -113,6 +113,12 @@ def is_alert_or_nothing(data: bytes) -> bool:
     return data == b"" or (data[0] == 0x15 and len(data) >= 7)
 
 
+def is_alert_nothing_or_server_hello(data: bytes) -> bool:
+    """For mutated ClientHellos: a mutation may still be a valid hello (say, an old record-layer
+    version), which the server answers with its own hello before the client's EOF ends it."""
+    return is_alert_or_nothing(data) or data[:1] == b"\x16"
+
+
 def s_client_argv(openssl: str, pki: PKI, port: int, *extra: str) -> list[str]:
     """``openssl s_client`` trusting *pki*, with only application data on stdout (``-quiet``), closing
     with close_notify when stdin ends (``-no_ign_eof``)."""
