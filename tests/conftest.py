@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import ssl
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -11,6 +12,7 @@ import gevent
 import gevent.ssl
 import greenlet
 import pytest
+from hypothesis import settings
 
 import pausetls
 
@@ -18,6 +20,12 @@ from health import watch  # noqa: F401 - fixture for every test module
 from peers import openssl, peers  # noqa: F401 - fixtures for every test module
 from pki import PKI, Issued
 from servers import memcached_server, redis_server, require_binary  # noqa: F401 - fixtures, re-export
+
+# CI runs the property tests on a fixed set of examples, so a landing never depends on luck;
+# a developer's run explores new ones.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 TLS_VERSIONS = [pausetls.TLS1_2_VERSION, pausetls.TLS1_3_VERSION]
 STDLIB_VERSIONS = {pausetls.TLS1_2_VERSION: ssl.TLSVersion.TLSv1_2, pausetls.TLS1_3_VERSION: ssl.TLSVersion.TLSv1_3}
