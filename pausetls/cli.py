@@ -26,6 +26,7 @@ from gevent.event import Event
 
 from ._binding import openssl_version
 from ._selfsigned import SELF_SIGNED_NAMES, self_signed_files
+from .bench_command import add_bench_parser
 from .constants import TLS1_2_VERSION, TLS1_3_VERSION, TLS_SERVER_METHOD, VERIFY_FAIL_IF_NO_PEER_CERT, VERIFY_PEER
 from .context import Context
 from .errors import Error
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pausetls", description="Tools for pausetls, TLS for gevent servers.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve_parser(commands)
+    add_bench_parser(commands)
     return parser
 
 
@@ -171,7 +173,11 @@ def _check_serve_args(args: argparse.Namespace) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pausetls`` command; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "takes_extra_arguments", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra_arguments = extra
     run: Callable[[argparse.Namespace], int] = args.run
     return run(args)
 

@@ -1,0 +1,165 @@
+"""What a benchmark run measures: the modes, the cells (one mode under one load) and the two profiles."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# mode -> what it is, as the table says it
+MODES: dict[str, str] = {
+    "pausetls-gevent": "pausetls TLSServer (gevent)",
+    "pausetls-threads": "pausetls ThreadedTLSServer, a thread per connection",
+    "pausetls-pool64": "pausetls ThreadedTLSServer, pool of 64 threads",
+    "pausetls-pool256": "pausetls ThreadedTLSServer, pool of 256 threads",
+    "stdlib-gevent": "gevent StreamServer + stdlib ssl.SSLContext (anchor)",
+    "nginx": "nginx, one worker (anchor)",
+}
+PAUSETLS_MODES = ("pausetls-gevent", "pausetls-threads", "pausetls-pool64", "pausetls-pool256")
+THREAD_POOLS = {"pausetls-threads": None, "pausetls-pool64": 64, "pausetls-pool256": 256}
+ANCHORS = ("stdlib-gevent", "nginx")
+PYTHON_MODES = (*PAUSETLS_MODES, "stdlib-gevent")
+
+# Where the latency of a cell comes from.  pausetls modes wait *inside* the handshake;
+# the anchors cannot pause a callback, so stdlib-gevent waits in its handler right after
+# the handshake (same wait per connection, outside the handshake); nginx runs only without one.
+CALLBACKS = {
+    "none": "no callback",
+    "verify": "verify callback on the client leaf: sleeps the latency (gevent.sleep / time.sleep), then accepts",
+    "session": "session-cache get: sleeps the latency, then reads an in-process MemoryStore",
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One mode under one load: *concurrency* clients, each connecting again as soon as it is done."""
+
+    scenario: str
+    mode: str
+    concurrency: int
+    latency_ms: int = 0
+    client_cert: bool = False
+    callback: str = "none"
+    resumed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}: known are {', '.join(MODES)}")
+        if self.callback not in CALLBACKS:
+            raise ValueError(f"unknown callback {self.callback!r}")
+        if self.mode == "nginx" and self.latency_ms:
+            raise ValueError("nginx has no callback to wait in: it runs at zero latency only")
+
+    @property
+    def key(self) -> str:
+        cert = "mtls" if self.client_cert else "tls"
+        kind = "resumed" if self.resumed else "full"
+        return f"{self.scenario}/{self.mode}/c{self.concurrency}/{self.latency_ms}ms/{cert}/{self.callback}/{kind}"
+
+    def describe(self) -> str:
+        parts = [self.mode, f"c={self.concurrency}", f"{self.latency_ms} ms"]
+        parts.append("client cert" if self.client_cert else "no client cert")
+        parts.append(f"{self.callback} callback" if self.callback != "none" else "no callback")
+        parts.append("resumed" if self.resumed else "full")
+        return " ".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    cells: list[Cell]
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    warmup_min: float  # seconds of load before the window, at least
+    warmup_max: float  # ... and at most (the warmup waits for one handshake per client)
+    window: float  # seconds measured
+    drain: float  # seconds in-flight handshakes get to finish after the window
+    quiet_wait: float = 0.0  # seconds a cell may wait for other processes on the machine to go quiet
+    scenarios: list[Scenario] = field(default_factory=list)
+
+    @property
+    def cells(self) -> list[Cell]:
+        return [cell for scenario in self.scenarios for cell in scenario.cells]
+
+
+def _zero_latency(concurrency: int, modes: tuple[str, ...]) -> list[Scenario]:
+    pausetls = [m for m in modes if m in PAUSETLS_MODES]
+    return [
+        Scenario(
+            "crypto",
+            "Full handshakes, zero latency, no client certificate",
+            [Cell("crypto", m, concurrency) for m in modes],
+        ),
+        Scenario(
+            "crypto-mtls",
+            "Full handshakes, zero latency, client certificate (no callback)",
+            [Cell("crypto-mtls", m, concurrency, client_cert=True) for m in modes],
+        ),
+        Scenario(
+            "pause-overhead",
+            "Full handshakes, zero latency, client certificate, a verify callback that returns at once",
+            [Cell("pause-overhead", m, concurrency, client_cert=True, callback="verify") for m in pausetls],
+        ),
+    ]
+
+
+def _waiting(name: str, title: str, loads: list[tuple[int, int]], modes: tuple[str, ...]) -> Scenario:
+    """Full handshakes with a client certificate whose verify callback waits, for each (clients, ms)."""
+    waiting = [m for m in modes if m != "nginx"]  # nginx has no callback to wait in
+    return Scenario(name, title, [Cell(name, m, c, ms, True, "verify") for c, ms in loads for m in waiting])
+
+
+def _concurrency(levels: tuple[int, ...], latency_ms: int, modes: tuple[str, ...]) -> Scenario:
+    title = f"Full handshakes with a client certificate, verify callback latency {latency_ms} ms, by concurrency"
+    return _waiting("concurrency", title, [(c, latency_ms) for c in levels], modes)
+
+
+def _latency(concurrency: int, latencies: tuple[int, ...], modes: tuple[str, ...]) -> Scenario:
+    title = f"Full handshakes with a client certificate, verify callback latency, {concurrency} clients"
+    return _waiting("latency", title, [(concurrency, ms) for ms in latencies], modes)
+
+
+def _resumed(concurrency: int, latencies: tuple[int, ...], modes: tuple[str, ...]) -> Scenario:
+    cells = [
+        Cell("resumed", m, concurrency, ms, callback="session", resumed=True)
+        for ms in latencies
+        for m in modes
+        if m != "nginx" or ms == 0
+    ]
+    return Scenario("resumed", f"Resumed handshakes, session-cache get latency, {concurrency} clients", cells)
+
+
+HOLD_MS = 600_000  # the held scenario's callbacks outlast the cell: the server is killed first
+
+
+def _held(levels: tuple[int, ...], modes: tuple[str, ...]) -> Scenario:
+    title = "Memory with handshakes paused at once (client certificate, verify callback that does not return)"
+    return _waiting("held", title, [(c, HOLD_MS) for c in levels], modes)
+
+
+def quick(modes: tuple[str, ...] = tuple(MODES)) -> Profile:
+    """Smoke use: every mode, every kind of cell once, small and short (under 2 minutes)."""
+    scenarios = _zero_latency(20, modes)[:1]
+    scenarios += [_concurrency((20, 200), 100, modes), _resumed(20, (10,), modes), _held((300,), modes)]
+    return Profile("quick", warmup_min=0.3, warmup_max=5.0, window=1.0, drain=3.0, quiet_wait=0.0, scenarios=scenarios)
+
+
+def full(modes: tuple[str, ...] = tuple(MODES)) -> Profile:
+    """The published run (under 20 minutes)."""
+    scenarios = _zero_latency(50, modes)
+    scenarios.append(_latency(100, (10,), modes))
+    scenarios.append(_concurrency((10, 100, 1000, 2000, 5000), 100, modes))
+    scenarios.append(_resumed(100, (0, 10, 100), modes))
+    scenarios.append(_held((1000, 2000, 5000, 10000), modes))
+    return Profile(
+        "full", warmup_min=1.0, warmup_max=25.0, window=4.0, drain=25.0, quiet_wait=20.0, scenarios=scenarios
+    )
+
+
+PROFILES = {"quick": quick, "full": full}

@@ -1,0 +1,294 @@
+"""The outputs of a run: ``results.json`` (every figure), ``results.md`` (tables, ratios, targets), ``results.png``.
+
+Figures per cell (see `bench.cell`):
+hs/s: handshakes completed per second inside the window, counted by the clients;
+p50/p99: client-side latency of one connection (connect, handshake, request, response);
+server µs/hs: server CPU time (all its threads, from /proc) over the window divided by the
+server's own count of handshakes completed in it; x floor: that over the `bench.floor` figure;
+CPU %: of one core (the machine has `cpus` of them), for the server, the load processes and the whole
+machine (which adds the kernel's loopback work, the harness, and anything else running);
+RSS: the server's resident memory, peak and growth over its idle size (per client connection);
+threads / greenlets / open: peaks (open = handshakes in progress at the server, by its own count);
+errors: client-side failures in the whole cell; counts: the server's total completed handshakes
+equal the clients' (a difference is allowed only up to the clients' own errors and cut-offs).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.floor import floor_for
+from bench.plan import MODES
+
+Results = dict[str, Any]
+
+COLUMNS = [
+    ("mode", "mode"),
+    ("c", "concurrency"),
+    ("latency", "latency_ms"),
+    ("hs/s", "handshakes_per_s"),
+    ("p50 ms", "p50_ms"),
+    ("p99 ms", "p99_ms"),
+    ("server µs/hs", "server_cpu_us_per_handshake"),
+    ("x floor", "floor_multiple"),
+    ("server CPU %", "server_cpu_pct"),
+    ("load CPU %", "load_cpu_pct"),
+    ("machine CPU %", "machine_cpu_pct"),
+    ("peak RSS MiB", "peak_rss_mib"),
+    ("RSS growth MiB", "rss_growth_mib"),
+    ("KiB/conn", "rss_per_connection_kib"),
+    ("threads", "peak_threads"),
+    ("greenlets", "peak_greenlets"),
+    ("open", "peak_open_handshakes"),
+    ("errors", "errors"),
+    ("counts", "counts_consistent"),
+]
+HELD_COLUMNS = [
+    ("mode", "mode"),
+    ("clients", "concurrency"),
+    ("paused", "peak_paused"),
+    ("open", "peak_open_handshakes"),
+    ("seconds to pause all", "seconds_to_peak"),
+    ("idle RSS MiB", "idle_rss_mib"),
+    ("RSS growth MiB", "rss_growth_mib"),
+    ("KiB per paused handshake", "rss_per_paused_kib"),
+    ("threads", "peak_threads"),
+    ("greenlets", "peak_greenlets"),
+]
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "ok" if value else "**differ**"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}" if abs(value) >= 1 else f"{value:.2f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _row(result: Results, columns: list[tuple[str, str]]) -> str:
+    cell = result["cell"]
+    values = []
+    for _, key in columns:
+        if key in cell and key not in result:
+            values.append(_fmt(cell[key]) + (" ms" if key == "latency_ms" else ""))
+        else:
+            values.append(_fmt(result.get(key)))
+    return "| " + " | ".join(values) + " |"
+
+
+def _table(results: list[Results], columns: list[tuple[str, str]]) -> list[str]:
+    lines = ["| " + " | ".join(title for title, _ in columns) + " |", "|" + "---|" * len(columns)]
+    for result in results:
+        if "skipped" in result:
+            lines.append(
+                f"| {result['cell']['mode']} | {_fmt(result['cell']['concurrency'])} | skipped: {result['skipped']} |"
+            )
+        else:
+            lines.append(_row(result, columns))
+    return lines
+
+
+def add_floor_multiples(results: Results) -> None:
+    for result in results["cells"]:
+        cpu = result.get("server_cpu_us_per_handshake")
+        if cpu:
+            result["floor_multiple"] = cpu / floor_for(result["cell"], results["crypto_floor"])
+
+
+def _find(results: Results, scenario: str, mode: str, concurrency: int | None = None) -> Results | None:
+    for result in results["cells"]:
+        cell = result["cell"]
+        if cell["scenario"] == scenario and cell["mode"] == mode and "skipped" not in result:
+            if concurrency is None or cell["concurrency"] == concurrency:
+                return result
+    return None
+
+
+def _ratio(a: Results | None, b: Results | None, key: str) -> float | None:
+    if a is None or b is None or not a.get(key) or not b.get(key):
+        return None
+    return float(a[key]) / float(b[key])
+
+
+def _target(name: str, value: float | None, target: float, at_most: bool, note: str = "") -> dict[str, Any]:
+    met = None if value is None else (value <= target if at_most else value >= target)
+    if value is None:
+        gap = "not measured in this run"
+    elif met:
+        gap = "met"
+    elif at_most:
+        gap = f"missed: {100 * (value / target - 1):.0f}% over the target"
+    else:
+        gap = f"missed: {100 * (1 - value / target):.0f}% short of the target"
+    return {
+        "name": name,
+        "value": value,
+        "target": f"{'≤' if at_most else '≥'} {target:g}",
+        "met": met,
+        "gap": gap,
+        "note": note,
+    }
+
+
+def headline(results: Results) -> list[dict[str, Any]]:
+    """The ratios the issue asks for, each against its target."""
+    gevent = "pausetls-gevent"
+    plain = _ratio(_find(results, "crypto", gevent), _find(results, "crypto", "nginx"), "server_cpu_us_per_handshake")
+    mtls = _ratio(
+        _find(results, "crypto-mtls", gevent), _find(results, "crypto-mtls", "nginx"), "server_cpu_us_per_handshake"
+    )
+    overhead = _ratio(
+        _find(results, "pause-overhead", gevent), _find(results, "crypto-mtls", gevent), "server_cpu_us_per_handshake"
+    )
+    sweep = [r for r in results["cells"] if r["cell"]["scenario"] == "concurrency" and "skipped" not in r]
+    levels = sorted({r["cell"]["concurrency"] for r in sweep if r["cell"]["concurrency"] <= 2000})
+    level = levels[-1] if levels else None
+    at = {mode: _find(results, "concurrency", mode, level) for mode in MODES}
+    latency = at[gevent]["cell"]["latency_ms"] if at[gevent] else 100
+    where = f"{latency} ms callback latency, {level} clients"
+    both = [
+        r["cell"]["concurrency"] for r in results["cells"] if r["cell"]["scenario"] == "held" and "skipped" not in r
+    ]
+    held_level = max((c for c in both if _find(results, "held", "pausetls-threads", c)), default=None)
+    held = {mode: _find(results, "held", mode, held_level) for mode in (gevent, "pausetls-threads")}
+    return [
+        _target(
+            "server CPU per full handshake, pausetls (gevent) / nginx, no client certificate", plain, 1.5, True, ""
+        ),
+        _target("server CPU per full handshake, pausetls (gevent) / nginx, client certificate", mtls, 1.25, True, ""),
+        _target(
+            "pause overhead at zero latency: server CPU with a verify callback that returns at once / without one",
+            overhead,
+            1.05,
+            True,
+            "pausetls (gevent), client certificate",
+        ),
+        _target(
+            f"handshakes/s, pausetls (gevent) / thread per connection, {where}",
+            _ratio(at[gevent], at["pausetls-threads"], "handshakes_per_s"),
+            1.5,
+            False,
+        ),
+        _target(
+            f"RSS growth, pausetls (gevent) / thread per connection, {where}",
+            _ratio(at[gevent], at["pausetls-threads"], "rss_growth_mib"),
+            0.5,
+            True,
+        ),
+        _target(
+            f"RSS per paused handshake, pausetls (gevent) / thread per connection, {held_level} held at once",
+            _ratio(held[gevent], held["pausetls-threads"], "rss_per_paused_kib"),
+            0.5,
+            True,
+            "the same ratio where both really hold every handshake open (held scenario)",
+        ),
+        _target(
+            f"handshakes/s, pausetls (gevent) / pool of 256 threads, {where}",
+            _ratio(at[gevent], at["pausetls-pool256"], "handshakes_per_s"),
+            3.0,
+            False,
+        ),
+    ]
+
+
+def markdown(results: Results) -> str:
+    machine = results["machine"]
+    floor = results["crypto_floor"]
+    lines = [
+        f"# pausetls benchmark: {results['profile']} profile",
+        "",
+        f"Command: `{results['command']}` ({results['elapsed_s'] / 60:.1f} minutes, {machine['date']})",
+        "",
+        f"Machine: {machine['cpus']} x {machine['cpu']}, {machine['memory_gib']} GiB, Linux {machine['kernel']}, "
+        f"Python {machine['python']}, gevent {machine['libraries']['gevent']}, "
+        f"RLIMIT_NOFILE {machine['rlimit_nofile']}.",
+        f"OpenSSL: pausetls {machine['pausetls_openssl']}; stdlib ssl {machine['stdlib_ssl_openssl']}; "
+        f"nginx {machine['nginx'] or 'not run'}.",
+        f"Certificates: {results['key_type']} (server sends leaf + intermediate; client certificates likewise). "
+        "TLS 1.3, X25519.",
+        "",
+        f"Crypto floor (`{floor['command']}`, µs per handshake): "
+        + ", ".join(f"{kind} {us:.0f}" for kind, us in floor["us_per_handshake"].items())
+        + ".",
+        "",
+        "## Headline ratios and targets",
+        "",
+        "| ratio | value | target | result |",
+        "|---|---|---|---|",
+    ]
+    for row in results["headline"]:
+        value = "-" if row["value"] is None else f"{row['value']:.2f}"
+        name = f"{row['name']} ({row['note']})" if row["note"] else row["name"]
+        lines.append(f"| {name} | {value} | {row['target']} | {row['gap']} |")
+    for scenario in results["scenarios"]:
+        cells = [r for r in results["cells"] if r["cell"]["scenario"] == scenario["name"]]
+        if not cells:
+            continue
+        lines += ["", f"## {scenario['title']}", ""]
+        lines += _table(cells, HELD_COLUMNS if scenario["name"] == "held" else COLUMNS)
+    if results["notes"]:
+        lines += ["", "## Skipped and stopped", ""] + [f"- {note}" for note in results["notes"]]
+    lines += ["", "## How to read it", "", *results["method"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: Results, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (rate_axis, rss_axis, held_axis) = plt.subplots(1, 3, figsize=(17, 5))
+    for mode in MODES:
+        sweep = sorted(
+            (r["cell"]["concurrency"], r)
+            for r in results["cells"]
+            if r["cell"]["scenario"] == "concurrency" and r["cell"]["mode"] == mode and "skipped" not in r
+        )
+        if sweep:
+            xs = [c for c, _ in sweep]
+            rate_axis.plot(xs, [r["handshakes_per_s"] for _, r in sweep], marker="o", label=mode)
+            rss_axis.plot(xs, [r["peak_rss_mib"] for _, r in sweep], marker="o", label=mode)
+        held = sorted(
+            (r["cell"]["concurrency"], r)
+            for r in results["cells"]
+            if r["cell"]["scenario"] == "held" and r["cell"]["mode"] == mode and "skipped" not in r
+        )
+        if held:
+            held_axis.plot(
+                [r["peak_paused"] for _, r in held], [r["rss_growth_mib"] for _, r in held], marker="o", label=mode
+            )
+    latency = next((r["cell"]["latency_ms"] for r in results["cells"] if r["cell"]["scenario"] == "concurrency"), 0)
+    for axis, title, ylabel in (
+        (rate_axis, f"Handshakes/s, {latency} ms verify callback, client cert", "handshakes/s"),
+        (rss_axis, "Server peak RSS, same cells", "MiB"),
+        (held_axis, "RSS growth with handshakes paused at once", "MiB"),
+    ):
+        axis.set_title(title)
+        axis.set_ylabel(ylabel)
+        axis.set_xscale("log")
+        axis.grid(True, which="both", alpha=0.3)
+        if axis.get_lines():
+            axis.legend(fontsize="small")
+    rate_axis.set_xlabel("concurrent clients")
+    rss_axis.set_xlabel("concurrent clients")
+    held_axis.set_xlabel("handshakes paused in a callback (server's own count)")
+    machine = results["machine"]
+    figure.suptitle(f"pausetls benchmark ({results['profile']}), {machine['cpus']} CPUs, {machine['pausetls_openssl']}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write(results: Results, out_dir: Path) -> dict[str, Path]:
+    add_floor_multiples(results)
+    results["headline"] = headline(results)
+    paths = {"json": out_dir / "results.json", "markdown": out_dir / "results.md", "plot": out_dir / "results.png"}
+    paths["json"].write_text(json.dumps(results, indent=1) + "\n")
+    paths["markdown"].write_text(markdown(results))
+    plot(results, paths["plot"])
+    return paths
