@@ -452,19 +452,22 @@ def send_then_fin(conn: ssl.SSLSocket) -> None:
         pass
 
 
+def connect_to(port: int, pki: PKI, tls_version: int, suppress_ragged_eofs: bool) -> pausetls.TLSSocket:
+    return pausetls.connect(
+        ("127.0.0.1", port),
+        context=pausetls_client_context(pki, tls_version),
+        server_hostname="localhost",
+        timeout=DEFAULT_TIMEOUT,
+        suppress_ragged_eofs=suppress_ragged_eofs,
+    )
+
+
 @pytest.mark.parametrize("suppress_ragged_eofs", [False, True], ids=["strict", "suppressed"])
 def test_close_notify_is_clean_eof(
     tls_version: int, pki: PKI, server_cert: Issued, peers: PeerGroup, suppress_ragged_eofs: bool
 ) -> None:
     server = peers.stdlib_server(stdlib_server_context(server_cert, tls_version), send_then_close_notify)
-    ctx = pausetls_client_context(pki, tls_version)
-    with pausetls.connect(
-        ("127.0.0.1", server.port),
-        context=ctx,
-        server_hostname="localhost",
-        timeout=DEFAULT_TIMEOUT,
-        suppress_ragged_eofs=suppress_ragged_eofs,
-    ) as tls:
+    with connect_to(server.port, pki, tls_version, suppress_ragged_eofs) as tls:
         assert tls.recv(1024) == b"payload"
         assert tls.recv(1024) == b""
         assert tls.recv(1024) == b""
@@ -476,14 +479,7 @@ def test_eof_without_close_notify(
     tls_version: int, pki: PKI, server_cert: Issued, peers: PeerGroup, suppress_ragged_eofs: bool
 ) -> None:
     server = peers.stdlib_server(stdlib_server_context(server_cert, tls_version), send_then_fin)
-    ctx = pausetls_client_context(pki, tls_version)
-    with pausetls.connect(
-        ("127.0.0.1", server.port),
-        context=ctx,
-        server_hostname="localhost",
-        timeout=DEFAULT_TIMEOUT,
-        suppress_ragged_eofs=suppress_ragged_eofs,
-    ) as tls:
+    with connect_to(server.port, pki, tls_version, suppress_ragged_eofs) as tls:
         assert tls.recv(1024) == b"payload"
         if suppress_ragged_eofs:
             assert tls.recv(1024) == b""

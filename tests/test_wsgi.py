@@ -55,19 +55,14 @@ def streaming_app(environ: dict[str, Any], start_response: StartResponse) -> Ite
 
 
 @pytest.fixture
-def start_wsgi() -> Iterator[Callable[..., pausetls.WSGIServer]]:
-    """Start WSGIServers on a free loopback port; stopped at the end of the test."""
-    servers: list[pausetls.WSGIServer] = []
+def start_wsgi(start_server: Callable[..., Any]) -> Callable[..., pausetls.WSGIServer]:
+    """Start WSGIServers on a free loopback port (conftest's `start_server` stops them)."""
 
     def start(app: App, context: pausetls.Context, **kwargs: Any) -> pausetls.WSGIServer:
-        server = pausetls.WSGIServer(("127.0.0.1", 0), app, context=context, log=None, **kwargs)
-        server.start()
-        servers.append(server)
+        server: pausetls.WSGIServer = start_server(context, app, server_class=pausetls.WSGIServer, log=None, **kwargs)
         return server
 
-    yield start
-    for server in servers:
-        server.stop(timeout=1)
+    return start
 
 
 def connection(server: pausetls.WSGIServer, client_context: ssl.SSLContext) -> http.client.HTTPSConnection:
