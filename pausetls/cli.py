@@ -51,24 +51,23 @@ STOP_TIMEOUT = 2.0  # seconds established connections get to finish when the ser
 # -- command line -------------------------------------------------------------
 
 
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0-65535, not {text!r}")
-    return port
+def _int_in(low: int, high: int, what: str) -> Callable[[str], int]:
+    """An argparse type: an integer from *low* to *high*."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{what} must be {low}-{high}, not {text!r}")
+        return value
+
+    return parse
 
 
-def _workers(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 256:
-        raise argparse.ArgumentTypeError(f"expected 1 to 256 workers, got {text!r}")
-    return value
+_port = _int_in(0, 65535, "port")
+_workers = _int_in(1, 256, "workers")
 
 
 def _seconds(text: str) -> float:
