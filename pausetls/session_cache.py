@@ -191,12 +191,10 @@ class SessionCache:
             self.stats.dropped_writes += 1
             return
         self._pending_writes += 1
-        runner.defer(self._write, counter, fn, *args)
+        runner.defer(self._write, runner, counter, fn, *args)
 
-    def _write(self, counter: str, fn: Callable[..., Any], *args: Any) -> None:
+    def _write(self, runner: _Runner, counter: str, fn: Callable[..., Any], *args: Any) -> None:
         try:
-            runner = self._runner
-            assert runner is not None
             runner.call_with_timeout(fn, self.timeout, *args)
             setattr(self.stats, counter, getattr(self.stats, counter) + 1)
         except Exception as exc:  # noqa: BLE001 - logged and counted; a lost write costs a full handshake

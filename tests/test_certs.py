@@ -7,12 +7,12 @@ from typing import Any
 
 from cryptography.hazmat.primitives import hashes, serialization
 from OpenSSL import crypto
-from test_pause import MUTUAL, ping
 
 import pausetls
 
 from conftest import make_server_context, stdlib_client_context
 from pki import PKI, Issued
+from reliability import MUTUAL, ping
 
 
 def test_verify_callback_certificates_are_pyopenssl_x509_decoded_on_first_use(

@@ -17,25 +17,9 @@ from OpenSSL import crypto
 import pausetls
 from pausetls._binding import lib
 
-from conftest import make_server_context, stdlib_client_context, wait_until
+from conftest import stdlib_client_context, wait_until
 from pki import PKI, Issued
-
-MUTUAL = pausetls.VERIFY_PEER | pausetls.VERIFY_FAIL_IF_NO_PEER_CERT
-
-
-def mutual_context(pki: PKI, server_cert: Issued, version: int, callback: Any) -> pausetls.Context:
-    ctx = make_server_context(server_cert, version)
-    ctx.load_verify_locations(pki.ca_path)
-    ctx.set_verify(MUTUAL, callback)
-    return ctx
-
-
-def ping(port: int, ctx: ssl.SSLContext, timeout: float = 10) -> bytes:
-    """A CPython ssl client (cooperative through gevent.ssl): handshake, send, read the answer."""
-    with gevent.socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        with ctx.wrap_socket(sock, server_hostname="localhost") as tls:
-            tls.sendall(b"ping")
-            return tls.recv(100)
+from reliability import mutual_context, ping
 
 
 def run_all(fns: list[Any], timeout: float = 30) -> list[Any]:
