@@ -108,7 +108,11 @@ class TLSServer(StreamServer):  # type: ignore[misc]
 
     def _take_slot(self) -> bool:
         """With ``overload="backlog"``: stop accepting at a limit; a connection accepted in the same
-        batch waits (under the handshake deadline) for a free slot.  Established connections go on."""
+        batch waits (under the handshake deadline) for a free slot.  Established connections go on.
+        With ``overload="refuse"`` accepting never stops: a client beyond the limit is refused at once
+        (`_refused`), not left in the backlog."""
+        if self.overload == "refuse":
+            return self._slots is not None and self._slots.acquire(blocking=False)
         if self._slots is not None:
             if self._slots.locked():
                 self.stop_accepting()

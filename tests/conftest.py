@@ -16,6 +16,7 @@ from hypothesis import settings
 
 import pausetls
 
+from gates import GENEROUS
 from health import watch  # noqa: F401 - fixture for every test module
 from peers import openssl, peers  # noqa: F401 - fixtures for every test module
 from pki import PKI, Issued
@@ -128,7 +129,8 @@ def live_greenlets() -> list[greenlet.greenlet]:
     ]
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+def wait_until(predicate: Callable[[], bool], timeout: float = GENEROUS) -> bool:
+    """Wait for *predicate* to hold: returns as soon as it does, so a generous ceiling costs nothing."""
     with gevent.Timeout(timeout, False):
         while not predicate():
             gevent.sleep(0.01)

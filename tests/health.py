@@ -19,6 +19,8 @@ from typing import Any
 import gevent
 import pytest
 
+from gates import GENEROUS
+
 
 @dataclass
 class Mark:
@@ -50,7 +52,7 @@ class Watch:
         """Exactly *count* more failures on *server* since *since*: *counter* went up by *count*, and as many
         new log lines.  Returns those lines."""
         expected = since.stats[counter] + count
-        with gevent.Timeout(5, False):
+        with gevent.Timeout(GENEROUS, False):
             while getattr(server.stats, counter) < expected:
                 gevent.sleep(0.01)
         gevent.sleep(settle)  # long enough for one failure (or log line) too many to show up

@@ -29,9 +29,10 @@ import pytest
 from gevent.event import Event
 from gevent.os import make_nonblocking, nb_read, nb_write
 
+from gates import GENEROUS
 from servers import require_binary
 
-DEFAULT_TIMEOUT = 10.0
+DEFAULT_TIMEOUT = GENEROUS
 _POLL = 0.005  # seconds between checks of a child's exit status
 
 

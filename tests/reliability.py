@@ -23,6 +23,7 @@ import pytest
 import pausetls
 
 from conftest import make_server_context
+from gates import GENEROUS
 from pki import PKI, Issued
 
 MUTUAL = pausetls.VERIFY_PEER | pausetls.VERIFY_FAIL_IF_NO_PEER_CERT
@@ -38,7 +39,7 @@ def mutual_context(pki: PKI, server_cert: Issued, version: int | None, verify: V
     return ctx
 
 
-def ping(port: int, ctx: ssl.SSLContext, timeout: float = 10) -> bytes:
+def ping(port: int, ctx: ssl.SSLContext, timeout: float = GENEROUS) -> bytes:
     """A CPython ssl client (cooperative through gevent.ssl): handshake, send b"ping", read the answer."""
     with gevent.socket.create_connection((HOST, port), timeout=timeout) as sock:
         with ctx.wrap_socket(sock, server_hostname="localhost") as tls:
@@ -58,7 +59,7 @@ def connect_once(
     port: int, ctx: ssl.SSLContext, session: ssl.SSLSession | None = None
 ) -> tuple[ssl.SSLSession | None, bool, bytes]:
     """(session, reused, the server's answer) of one connection; the answer is b"" when the server refused."""
-    with gevent.socket.create_connection((HOST, port), timeout=10) as sock:
+    with gevent.socket.create_connection((HOST, port), timeout=GENEROUS) as sock:
         try:
             with ctx.wrap_socket(sock, server_hostname="localhost", session=session) as tls:
                 tls.sendall(b"x")
@@ -73,7 +74,7 @@ def healthy_client(port: int, ctx: ssl.SSLContext) -> Iterator[None]:
     """A well-behaved client connects while the body runs (its connection overlaps the body's) and must be served."""
     client = gevent.spawn(ping, port, ctx)
     yield
-    assert client.get(timeout=10) == b"ping"
+    assert client.get(timeout=GENEROUS) == b"ping"
 
 
 def client_hello() -> bytes:
@@ -144,7 +145,7 @@ class MemoryBIOClient:
     """
 
     def __init__(self, port: int, ctx: ssl.SSLContext, *, chunk: int = 65536, gap: float = 0.0) -> None:
-        self.sock = gevent.socket.create_connection((HOST, port), timeout=10)
+        self.sock = gevent.socket.create_connection((HOST, port), timeout=GENEROUS)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         self.tls = ctx.wrap_bio(self._incoming, self._outgoing, server_hostname="localhost")

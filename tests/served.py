@@ -18,6 +18,8 @@ import pytest
 
 import pausetls
 
+from gates import GENEROUS
+
 
 def pausetls_env(**extra: str) -> dict[str, str]:
     """The environment for a ``python -m pausetls`` child: it must import the pausetls these tests import
@@ -66,7 +68,7 @@ class Served:
     def stderr(self) -> str:
         return self.stderr_path.read_text()
 
-    def wait_for(self, pattern: re.Pattern[str], timeout: float = 20.0) -> re.Match[str]:
+    def wait_for(self, pattern: re.Pattern[str], timeout: float = GENEROUS) -> re.Match[str]:
         """The first line (seen before or arriving within *timeout*) that matches *pattern*."""
         for seen in self.lines:
             if match := pattern.search(seen):
@@ -85,7 +87,7 @@ class Served:
             if match := pattern.search(line):
                 return match
 
-    def stop(self, signum: int = signal.SIGINT, timeout: float = 10.0) -> int:
+    def stop(self, signum: int = signal.SIGINT, timeout: float = GENEROUS) -> int:
         """Send *signum*; the exit status (fails the test if it takes longer than *timeout*)."""
         self.proc.send_signal(signum)
         try:
@@ -94,7 +96,7 @@ class Served:
             pytest.fail(f"still running {timeout}s after {signal.Signals(signum).name}")
 
     def counters(self) -> dict[str, Any]:
-        counters: dict[str, Any] = json.loads(self.wait_for(COUNTERS, timeout=5)["json"])
+        counters: dict[str, Any] = json.loads(self.wait_for(COUNTERS)["json"])
         return counters
 
     def kill(self) -> None:

@@ -238,11 +238,13 @@ class ScriptedServer(_ThreadServer):
 
 
 class DelayProxy(_ThreadServer):
-    """A TCP proxy to *upstream* that holds every client-to-server chunk for ``delay`` seconds."""
+    """A TCP proxy to *upstream* that holds every client-to-server chunk for ``delay`` seconds, or until
+    *release* is set."""
 
-    def __init__(self, upstream: tuple[str, int], delay: float) -> None:
+    def __init__(self, upstream: tuple[str, int], delay: float, release: threading.Event | None = None) -> None:
         self.upstream = upstream
         self.delay = delay
+        self.release = release or threading.Event()
         super().__init__()
 
     def _serve(self, client: socket.socket) -> None:
@@ -262,7 +264,7 @@ class DelayProxy(_ThreadServer):
                         if not data:
                             return
                         if source is client:
-                            time.sleep(self.delay)
+                            self.release.wait(self.delay)
                         key.data.sendall(data)
                     except OSError:
                         return

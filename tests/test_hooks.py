@@ -30,6 +30,7 @@ import pausetls
 from pausetls.ondemand import DirectoryLoader, normalize_server_name
 
 from conftest import make_server_context, stdlib_client_context, wait_until
+from gates import GENEROUS, Gate
 from peers import PeerGroup
 from pki import PKI, Issued
 
@@ -65,7 +66,7 @@ def cn_of(peercert: dict[str, Any]) -> str:
 
 def fetch_cn(port: int, ctx: ssl.SSLContext, name: str) -> str:
     """Handshake as *name* (SNI, hostname checked), exchange a ping, return the server certificate's CN."""
-    with gevent.socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+    with gevent.socket.create_connection(("127.0.0.1", port), timeout=GENEROUS) as sock:
         with ctx.wrap_socket(sock, server_hostname=name) as tls:
             tls.sendall(b"ping")
             assert tls.recv(100) == b"ping"
@@ -81,7 +82,7 @@ def client_error(port: int, ctx: ssl.SSLContext, name: str = "localhost") -> Bas
     raise AssertionError("the handshake should have failed")
 
 
-def run_all(fns: list[Callable[[], Any]], timeout: float = 30) -> list[Any]:
+def run_all(fns: list[Callable[[], Any]], timeout: float = 2 * GENEROUS) -> list[Any]:
     greenlets = [gevent.spawn(fn) for fn in fns]
     gevent.joinall(greenlets, timeout=timeout)
     return [g.value if g.successful() else g.exception for g in greenlets]
@@ -107,14 +108,10 @@ def on_demand_context() -> pausetls.Context:
 def test_100_sni_names_each_get_their_own_certificate_loaded_with_a_pause(
     hook: str, pki: PKI, sites: dict[str, Issued], start_server: Any, tls_version: int
 ) -> None:
-    loading = most_loading = 0
+    gate = Gate(SITES)  # "fetch it from the vault": every load waits until all of them are waiting at once
 
     def loader(name: str) -> tuple[bytes, bytes] | None:
-        nonlocal loading, most_loading
-        loading += 1
-        most_loading = max(most_loading, loading)
-        gevent.sleep(0.1)  # "fetch it from the vault"
-        loading -= 1
+        gate.arrive()
         return pem_pair(sites[name]) if name in sites else None
 
     certs = pausetls.OnDemandCertificates(loader)
@@ -125,12 +122,9 @@ def test_100_sni_names_each_get_their_own_certificate_loaded_with_a_pause(
         ctx.set_certificate_callback(certs.certificate_callback)
     server = start_server(ctx)
     client_ctx = stdlib_client_context(pki, version=tls_version, cooperative=True)
-    started = time.monotonic()
     results = run_all([lambda name=name: fetch_cn(server.server_port, client_ctx, name) for name in sites])
-    elapsed = time.monotonic() - started
+    assert gate.opened, gate.why()
     assert results == list(sites)  # every client saw the certificate for its own name
-    assert elapsed < 5, f"100 loads pausing 0.1 s each took {elapsed:.1f} s"
-    assert most_loading >= 50, f"only {most_loading} loads overlapped"
     assert certs.stats.loads == SITES and len(certs) == SITES
     # a second round comes from the cache
     assert fetch_cn(server.server_port, client_ctx, "site7.example") == "site7.example"
@@ -452,7 +446,7 @@ def test_a_pending_result_completed_later_by_another_greenlet_resumes_the_handsh
     client_ctx = stdlib_client_context(pki, client_cert, cooperative=True)
     started = time.monotonic()
     assert fetch_cn(server.server_port, client_ctx, "localhost") == "localhost"
-    assert time.monotonic() - started >= 0.3
+    assert time.monotonic() - started >= 0.25  # not before it was completed (gevent's clock may lag a little)
     assert server.stats.handshakes_completed == 1
 
 
@@ -469,7 +463,7 @@ def test_a_pending_result_never_completed_fails_at_the_handshake_timeout(
     started = time.monotonic()
     error = client_error(server.server_port, client_ctx)
     elapsed = time.monotonic() - started
-    assert 0.45 <= elapsed < 3, elapsed
+    assert 0.4 <= elapsed < GENEROUS, elapsed  # at the handshake timeout, not before and not never
     assert alert in str(error), error
     assert wait_until(lambda: server.stats.handshakes_timed_out == 1)
     assert server.stats.handshakes_completed == 0
@@ -557,7 +551,7 @@ def _raise_value_error(*args: Any) -> None:
 
 def _slow_servername_with_a_timeout(ctx: pausetls.Context) -> None:
     ctx.set_callback_timeout(0.2)
-    ctx.set_tlsext_servername_callback(lambda conn: _sleep_then(True, 5))
+    ctx.set_tlsext_servername_callback(lambda conn: _sleep_then(True, 2 * GENEROUS))
 
 
 ALERT_CASES: dict[str, tuple[Callable[[pausetls.Context], None], str, str, str]] = {
@@ -609,7 +603,7 @@ def test_each_hook_failure_reaches_the_client_as_its_alert(
     error = client_error(server.server_port, client_ctx)
     elapsed = time.monotonic() - started
     assert client_sees in str(error), error
-    assert (0.2 <= elapsed < 1) if case == "callback-timeout" else elapsed < 1, elapsed
+    assert (0.15 <= elapsed < GENEROUS) if case == "callback-timeout" else elapsed < GENEROUS, elapsed
     assert wait_until(lambda: getattr(server.stats, counter) == 1)
     assert server.stats.handshakes_failed == 1 and server.stats.handshakes_completed == 0
     [line] = server_log()
@@ -642,7 +636,7 @@ def test_the_timeout_covers_a_verify_callback_too(
     pki: PKI, server_cert: Issued, client_cert: Issued, start_server: Any, server_log: Callable[[], list[str]]
 ) -> None:
     def verify(conn: pausetls.TLSSocket, x509: crypto.X509, errnum: int, depth: int, ok: int) -> bool:
-        gevent.sleep(5)
+        gevent.sleep(2 * GENEROUS)
         return True  # never reached: a timed-out verification must not accept
 
     ctx = mutual_context(pki, server_cert, verify)
@@ -650,7 +644,7 @@ def test_the_timeout_covers_a_verify_callback_too(
     server = start_server(ctx)
     started = time.monotonic()
     error = client_error(server.server_port, stdlib_client_context(pki, client_cert, cooperative=True))
-    assert 0.2 <= time.monotonic() - started < 1
+    assert 0.15 <= time.monotonic() - started < GENEROUS  # at the callback timeout, not at the sleep's end
     assert "alert handshake failure" in str(error), error
     assert wait_until(lambda: server.stats.callback_errors == 1)
     [line] = server_log()

@@ -6,35 +6,41 @@ import ssl
 from typing import Any
 
 import gevent
+import gevent.event
+import gevent.socket
 from OpenSSL import crypto
 
 import pausetls
 
-from conftest import make_server_context, stdlib_client_context
+from conftest import make_server_context, stdlib_client_context, wait_until
+from gates import GENEROUS
 from pki import PKI, Issued
 from reliability import MUTUAL, outcome, ping
 
 
-class SlowVerifier:
-    """A verify callback that pauses 0.3 s at the leaf and records how many pause at once."""
+class HeldVerifier:
+    """A verify callback that holds every leaf verification until the test releases them, and records how
+    many were held at once: the test, not a clock, decides when paused handshakes move on."""
 
     def __init__(self) -> None:
         self.now = 0
         self.most = 0
+        self.released = gevent.event.Event()
 
     def __call__(self, conn: pausetls.TLSSocket, x509: crypto.X509, errnum: int, depth: int, ok: int) -> bool:
         if depth == 0:
             self.now += 1
             self.most = max(self.most, self.now)
             try:
-                gevent.sleep(0.3)
+                if not self.released.wait(GENEROUS):
+                    raise AssertionError("the test never released the paused handshakes")
             finally:
                 self.now -= 1
         return bool(ok)
 
 
-def limited_server(pki: PKI, server_cert: Issued, start_server: Any, **limits: Any) -> tuple[Any, SlowVerifier]:
-    verifier = SlowVerifier()
+def limited_server(pki: PKI, server_cert: Issued, start_server: Any, **limits: Any) -> tuple[Any, HeldVerifier]:
+    verifier = HeldVerifier()
     ctx = make_server_context(server_cert, pausetls.TLS1_3_VERSION)
     ctx.load_verify_locations(pki.ca_path)
     ctx.set_verify(MUTUAL, verifier)
@@ -42,11 +48,26 @@ def limited_server(pki: PKI, server_cert: Issued, start_server: Any, **limits: A
 
 
 def established(port: int, ctx: ssl.SSLContext) -> Any:
-    sock = gevent.socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock = gevent.socket.create_connection(("127.0.0.1", port), timeout=GENEROUS)
     tls = ctx.wrap_socket(sock, server_hostname="localhost")
     tls.sendall(b"x")
     assert tls.recv(10) == b"x"
     return tls
+
+
+def clients(port: int, ctx: ssl.SSLContext, count: int) -> list[gevent.Greenlet]:
+    return [gevent.spawn(outcome, port, ctx) for _ in range(count)]
+
+
+def outcomes(greenlets: list[gevent.Greenlet]) -> list[Any]:
+    gevent.joinall(greenlets, timeout=2 * GENEROUS)
+    return [g.value for g in greenlets]
+
+
+def give_the_server_a_chance() -> None:
+    """Let the server run for a while: long enough for a limit that does not hold to show, on any machine.
+    (Only a broken limit can fail the check after it; a slow machine can at worst hide the break.)"""
+    gevent.sleep(0.2)
 
 
 def test_at_the_handshake_limit_new_clients_wait_in_the_backlog_and_established_ones_are_served(
@@ -54,18 +75,24 @@ def test_at_the_handshake_limit_new_clients_wait_in_the_backlog_and_established_
 ) -> None:
     server, verifier = limited_server(pki, server_cert, start_server, max_handshakes=4)
     client = stdlib_client_context(pki, client_cert, cooperative=True)
+    verifier.released.set()
     old = established(server.server_port, client)
+    verifier.released.clear()
     try:
-        clients = [gevent.spawn(outcome, server.server_port, client) for _ in range(20)]
-        gevent.sleep(0.1)
+        waiting = clients(server.server_port, client, 20)
+        assert wait_until(lambda: verifier.now == 4)
         for _ in range(3):  # while the server is at its limit, the established connection is served
             old.sendall(b"y")
             assert old.recv(10) == b"y"
-        gevent.joinall(clients, timeout=20)
+        give_the_server_a_chance()
+        assert verifier.now == 4, f"{verifier.now} handshakes paused at once with max_handshakes=4"
+        verifier.released.set()
+        results = outcomes(waiting)
     finally:
+        verifier.released.set()
         old.close()
-    assert [c.value for c in clients] == [b"ping"] * 20
-    assert verifier.most <= 4, f"{verifier.most} handshakes paused at once"
+    assert results == [b"ping"] * 20
+    assert verifier.most == 4
     assert server.stats.refused == 0
 
 
@@ -74,16 +101,18 @@ def test_while_too_many_handshakes_are_paused_no_new_one_is_admitted(
 ) -> None:
     server, verifier = limited_server(pki, server_cert, start_server, max_paused=4)
     client = stdlib_client_context(pki, client_cert, cooperative=True)
-    first = [gevent.spawn(outcome, server.server_port, client) for _ in range(6)]
-    with gevent.Timeout(5):
-        while verifier.now < 6:  # admitted before any paused: all six pause
-            gevent.sleep(0.01)
-    second = [gevent.spawn(outcome, server.server_port, client) for _ in range(6)]
-    gevent.sleep(0.15)
-    assert verifier.now == 6, "a handshake went ahead while 6 > 4 were paused"
-    gevent.joinall(first + second, timeout=20)
-    assert [c.value for c in first + second] == [b"ping"] * 12
-    assert verifier.most == 6
+    try:
+        first = clients(server.server_port, client, 4)
+        assert wait_until(lambda: verifier.now == 4)  # the limit is reached
+        second = clients(server.server_port, client, 4)
+        give_the_server_a_chance()
+        assert verifier.now == 4, "a handshake went ahead while 4 were paused"
+        verifier.released.set()
+        results = outcomes(first + second)
+    finally:
+        verifier.released.set()
+    assert results == [b"ping"] * 8
+    assert verifier.most == 4
 
 
 def test_with_overload_refuse_clients_beyond_the_limit_are_closed_at_once(
@@ -91,10 +120,15 @@ def test_with_overload_refuse_clients_beyond_the_limit_are_closed_at_once(
 ) -> None:
     server, verifier = limited_server(pki, server_cert, start_server, max_handshakes=4, overload="refuse")
     client = stdlib_client_context(pki, client_cert, cooperative=True)
-    results = [gevent.spawn(outcome, server.server_port, client) for _ in range(20)]
-    gevent.joinall(results, timeout=20)
-    served = [r.value for r in results if r.value == b"ping"]
-    assert 4 <= len(served) < 20
-    assert server.stats.refused == 20 - len(served)
-    assert verifier.most <= 4
+    try:
+        admitted = clients(server.server_port, client, 4)
+        assert wait_until(lambda: verifier.now == 4)
+        # while the four are paused, each further client is closed at once: none waits for them
+        assert b"ping" not in outcomes(clients(server.server_port, client, 16))
+        assert server.stats.refused == 16
+        verifier.released.set()
+        assert outcomes(admitted) == [b"ping"] * 4
+    finally:
+        verifier.released.set()
+    assert verifier.most == 4
     assert ping(server.server_port, client) == b"ping"  # below the limit again: served

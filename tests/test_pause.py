@@ -18,6 +18,7 @@ import pausetls
 from pausetls._binding import lib
 
 from conftest import stdlib_client_context, wait_until
+from gates import GENEROUS, Gate
 from pki import PKI, Issued
 from reliability import mutual_context, ping
 
@@ -32,28 +33,20 @@ def run_all(fns: list[Any], timeout: float = 30) -> list[Any]:
 def test_200_client_certificates_verified_concurrently_with_a_pausing_callback(
     pki: PKI, server_cert: Issued, client_cert: Issued, start_server: Any, tls_version: int
 ) -> None:
-    in_callback = 0
-    most_in_callback = 0
+    gate = Gate(200)  # every verification waits until all 200 are paused at once
 
     def verify(conn: pausetls.TLSSocket, x509: crypto.X509, errnum: int, depth: int, ok: int) -> bool:
-        nonlocal in_callback, most_in_callback
         assert isinstance(x509, crypto.X509)
         if depth == 0:
-            in_callback += 1
-            most_in_callback = max(most_in_callback, in_callback)
-            gevent.sleep(0.2)
-            in_callback -= 1
+            gate.arrive()
         return bool(ok)
 
     server = start_server(mutual_context(pki, server_cert, tls_version, verify))
     client_ctx = stdlib_client_context(pki, client_cert, tls_version, cooperative=True)
-    started = time.monotonic()
-    results = run_all([lambda: ping(server.server_port, client_ctx)] * 200)
-    elapsed = time.monotonic() - started
+    results = run_all([lambda: ping(server.server_port, client_ctx, timeout=GENEROUS)] * 200, timeout=2 * GENEROUS)
+    assert gate.opened, gate.why()
     assert results == [b"ping"] * 200
     assert server.stats.handshakes_completed == 200
-    assert most_in_callback >= 100, "the pauses did not overlap"
-    assert elapsed < 5, f"200 handshakes pausing 0.2 s each took {elapsed:.1f} s: pauses were serialised"
 
 
 def test_200_client_connects_with_a_pausing_verify_callback(pki: PKI, server_cert: Issued, tls_version: int) -> None:
@@ -66,12 +59,10 @@ def test_200_client_connects_with_a_pausing_verify_callback(pki: PKI, server_cer
 
     server = gevent.server.StreamServer(("127.0.0.1", 0), answer, ssl_context=server_ctx)
     server.start()
-    calls = 0
+    gates = [Gate(200) for _ in range(3)]  # at each depth, all 200 verifications are paused at once
 
     def verify(conn: pausetls.TLSSocket, x509: crypto.X509, errnum: int, depth: int, ok: int) -> bool:
-        nonlocal calls
-        calls += 1
-        gevent.sleep(0.2)
+        gates[depth].arrive()
         return bool(ok)
 
     client_ctx = pausetls.client_context(str(pki.ca_path))
@@ -85,14 +76,12 @@ def test_200_client_connects_with_a_pausing_verify_callback(pki: PKI, server_cer
             return tls.recv(100)
 
     try:
-        started = time.monotonic()
-        results = run_all([one] * 200)
-        elapsed = time.monotonic() - started
+        results = run_all([one] * 200, timeout=3 * GENEROUS)
     finally:
         server.stop(timeout=1)
+    for gate in gates:  # root, intermediate, leaf
+        assert gate.opened, gate.why()
     assert results == [b"pong"] * 200
-    assert calls == 200 * 3  # root, intermediate, leaf
-    assert elapsed < 5, f"took {elapsed:.1f} s"
 
 
 def test_failed_verifications_keep_their_own_reasons_while_others_pause(
@@ -255,11 +244,11 @@ def test_stop_cancels_100_paused_handshakes_and_frees_everything(
     server.start()
     ctx = stdlib_client_context(pki, client_cert, tls_version, cooperative=True)
     clients = [gevent.spawn(_client_error, server.server_port, ctx) for _ in range(100)]
-    assert wait_until(lambda: entered == 100, timeout=10)
+    assert wait_until(lambda: entered == 100)
     assert server.stats.handshaking == 100
     started = time.monotonic()
     server.stop(timeout=1)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < GENEROUS  # stop(timeout=1) cancels them; it does not wait 30 s
     gevent.joinall(clients, timeout=10)
     assert all(c.successful() for c in clients)  # every client saw its handshake fail
     assert server.stats.handshakes_cancelled == 100 and server.stats.handshakes_completed == 0

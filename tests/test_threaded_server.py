@@ -19,6 +19,7 @@ import pausetls
 from pausetls.stores import MemoryStore, SessionStore, store_from_url
 
 from conftest import echo_handler, make_server_context, stdlib_client_context, wait_until
+from gates import GENEROUS
 from pki import PKI, Issued
 from servers import MemcachedServer
 
@@ -31,23 +32,26 @@ def start_threaded(start_server: Callable[..., Any]) -> Callable[..., pausetls.T
     return functools.partial(start_server, server_class=pausetls.ThreadedTLSServer)
 
 
-class SleepingVerifier:
-    """A verify callback that blocks its thread *delay* seconds on the leaf; counts how many slept at once."""
+class BarrierVerifier:
+    """A verify callback that blocks its thread on the leaf until *parties* threads are blocked there at
+    once (a cyclic barrier: they go on together, and the next *parties* meet again); counts the most inside."""
 
-    def __init__(self, delay: float) -> None:
-        self.delay = delay
+    def __init__(self, parties: int) -> None:
         self.most = 0
         self._inside = 0
         self._lock = threading.Lock()
+        self._barrier = threading.Barrier(parties, timeout=GENEROUS)
 
     def __call__(self, conn: pausetls.TLSSocket, x509: Any, errnum: int, depth: int, ok: int) -> bool:
         if depth == 0:
             with self._lock:
                 self._inside += 1
                 self.most = max(self.most, self._inside)
-            time.sleep(self.delay)  # a blocking call: it blocks this connection's thread only
-            with self._lock:
-                self._inside -= 1
+            try:
+                self._barrier.wait()  # a blocking call: it blocks this connection's thread only
+            finally:
+                with self._lock:
+                    self._inside -= 1
         return bool(ok)
 
 
@@ -61,7 +65,7 @@ class Echoed:
 
 def echo_once(port: int, ctx: ssl.SSLContext, session: ssl.SSLSession | None = None) -> Echoed:
     """Handshake and one echo (which also reads a TLS 1.3 ticket)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", port), timeout=GENEROUS) as sock:
         with ctx.wrap_socket(sock, server_hostname="localhost", session=session) as tls:
             tls.sendall(b"ping")
             return Echoed(tls.recv(100), tls.version(), tls.session, tls.session_reused)
@@ -79,7 +83,7 @@ def served(connect: Callable[[], Echoed]) -> bool:
 def in_threads(count: int, fn: Callable[[], Any]) -> list[Any]:
     """Run *fn* in *count* OS threads at once; its results (or re-raised errors)."""
     with ThreadPoolExecutor(count) as pool:
-        return [future.result(timeout=30) for future in [pool.submit(fn) for _ in range(count)]]
+        return [future.result(timeout=2 * GENEROUS) for future in [pool.submit(fn) for _ in range(count)]]
 
 
 def verifying_context(server_cert: Issued, pki: PKI, callback: Any, version: int | None = None) -> pausetls.Context:
@@ -102,16 +106,14 @@ def test_echo_over_each_tls_version(
 def test_blocking_callbacks_overlap(
     start_threaded: Callable[..., pausetls.ThreadedTLSServer], pki: PKI, server_cert: Issued, client_cert: Issued
 ) -> None:
-    """20 handshakes whose verify callback blocks its thread 0.2 s take about 0.2 s, not 20 x 0.2 s."""
-    verify = SleepingVerifier(0.2)
+    """20 handshakes whose verify callbacks block their threads are all blocked at once: the barrier of 20
+    in the callback lets none through until every one has arrived."""
+    verify = BarrierVerifier(20)
     server = start_threaded(verifying_context(server_cert, pki, verify))
     client = stdlib_client_context(pki, client_cert)
-    started = time.monotonic()
     results = in_threads(20, lambda: echo_once(server.server_port, client).data)
-    elapsed = time.monotonic() - started
     assert results == [b"ping"] * 20
-    assert elapsed < 1.5, f"20 handshakes took {elapsed:.2f} s: the callbacks did not overlap"
-    assert verify.most > 10
+    assert verify.most == 20
     assert wait_until(lambda: server.stats.handshakes_completed == 20)
     assert server.stats.handshakes_failed == 0
 
@@ -168,19 +170,21 @@ def test_stop_cancels_handshakes_and_closes_connections_with_close_notify(
     server = start_threaded(verifying_context(server_cert, pki, verify))
     client = stdlib_client_context(pki, client_cert)
     with ThreadPoolExecutor(2) as pool:
-        with socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as sock:
+        with socket.create_connection(("127.0.0.1", server.server_port), timeout=GENEROUS) as sock:
             # suppress_ragged_eofs=False: only a close_notify reads as b""
             established = client.wrap_socket(sock, server_hostname="localhost", suppress_ragged_eofs=False)
             established.sendall(b"x")
             assert established.recv(10) == b"x"
             reading = pool.submit(established.recv, 10)
             handshaking = pool.submit(echo_once, server.server_port, client)
-            assert paused.wait(10)
+            assert paused.wait(GENEROUS)
             started = time.monotonic()
             server.stop(timeout=0.2)
-            assert time.monotonic() - started < 3
-            assert reading.result(timeout=10) == b""  # close_notify from the handler's thread
-            assert not served(lambda: handshaking.result(timeout=10)), "a handshake cancelled by stop() was served"
+            assert time.monotonic() - started < GENEROUS  # it does not wait for the blocked thread
+            assert reading.result(timeout=GENEROUS) == b""  # close_notify from the handler's thread
+            assert not served(lambda: handshaking.result(timeout=GENEROUS)), (
+                "a handshake cancelled by stop() was served"
+            )
             established.close()
     assert server.closed
     assert server.stats.handshakes_completed == 1
@@ -193,13 +197,11 @@ def test_bounded_pool(
     start_threaded: Callable[..., pausetls.ThreadedTLSServer], pki: PKI, server_cert: Issued, client_cert: Issued
 ) -> None:
     """A pool of 2 threads serves 6 clients two at a time; the others wait for a thread, then succeed."""
-    verify = SleepingVerifier(0.2)
+    verify = BarrierVerifier(2)  # each pair of handshakes meets in the callback: three rounds of two
     server = start_threaded(verifying_context(server_cert, pki, verify), pool_size=2)
     client = stdlib_client_context(pki, client_cert)
-    started = time.monotonic()
     assert in_threads(6, lambda: echo_once(server.server_port, client).data) == [b"ping"] * 6
-    assert time.monotonic() - started >= 0.55  # three rounds of two
-    assert verify.most == 2
+    assert verify.most == 2  # never a third at once: the pool holds two
     assert wait_until(lambda: server.stats.handshakes_completed == 6)
 
 
