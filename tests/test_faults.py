@@ -31,6 +31,8 @@ from peers import PeerGroup
 from pki import PKI, Issued
 from reliability import MUTUAL, client_cert_args, connect_once, s_client_argv
 
+pytestmark = pytest.mark.timing  # CI also runs this file with every core hogged (tests/under_load.py)
+
 CALLBACK_TIMEOUT = 0.2
 
 

@@ -34,6 +34,8 @@ from gates import GENEROUS, Gate
 from peers import PeerGroup
 from pki import PKI, Issued
 
+pytestmark = pytest.mark.timing  # CI also runs this file with every core hogged (tests/under_load.py)
+
 S_FLAG = {pausetls.TLS1_2_VERSION: "-tls1_2", pausetls.TLS1_3_VERSION: "-tls1_3"}
 MUTUAL = pausetls.VERIFY_PEER | pausetls.VERIFY_FAIL_IF_NO_PEER_CERT
 SITES = 100

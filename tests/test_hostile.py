@@ -39,6 +39,8 @@ from reliability import (
     s_client_argv,
 )
 
+pytestmark = pytest.mark.timing  # CI also runs this file with every core hogged (tests/under_load.py)
+
 EXAMPLES = settings(
     max_examples=40,
     deadline=None,

@@ -8,6 +8,7 @@ from typing import Any
 import gevent
 import gevent.event
 import gevent.socket
+import pytest
 from OpenSSL import crypto
 
 import pausetls
@@ -16,6 +17,8 @@ from conftest import make_server_context, stdlib_client_context, wait_until
 from gates import GENEROUS
 from pki import PKI, Issued
 from reliability import MUTUAL, outcome, ping
+
+pytestmark = pytest.mark.timing  # CI also runs this file with every core hogged (tests/under_load.py)
 
 
 class HeldVerifier:

@@ -22,6 +22,8 @@ from gates import GENEROUS, Gate
 from pki import PKI, Issued
 from reliability import mutual_context, ping
 
+pytestmark = pytest.mark.timing  # CI also runs this file with every core hogged (tests/under_load.py)
+
 
 def run_all(fns: list[Any], timeout: float = 30) -> list[Any]:
     """Run callables concurrently; each result is its value or the exception it raised."""

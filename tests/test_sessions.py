@@ -19,6 +19,8 @@ from conftest import make_server_context, stdlib_client_context
 from gates import GENEROUS, Gate
 from pki import PKI, Issued
 
+pytestmark = pytest.mark.timing  # CI also runs this file with every core hogged (tests/under_load.py)
+
 
 class DelayedStore:
     """A real store whose lookups first wait for *delay* (the store path waits, as on a slow network)."""

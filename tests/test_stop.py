@@ -28,6 +28,8 @@ from reliability import (
     outcome,
 )
 
+pytestmark = pytest.mark.timing  # CI also runs this file with every core hogged (tests/under_load.py)
+
 SLOW_CN = "slow client"
 
 

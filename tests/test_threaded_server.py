@@ -23,6 +23,8 @@ from gates import GENEROUS
 from pki import PKI, Issued
 from servers import MemcachedServer
 
+pytestmark = pytest.mark.timing  # CI also runs this file with every core hogged (tests/under_load.py)
+
 REQUIRE_CLIENT_CERT = pausetls.VERIFY_PEER | pausetls.VERIFY_FAIL_IF_NO_PEER_CERT
 
 
