@@ -16,7 +16,8 @@ import pausetls
 from pausetls.sealing import SessionSealer
 from pausetls.stores import MemcachedStore
 
-from conftest import make_server_context, stdlib_client_context
+from conftest import make_server_context, stdlib_client_context, wait_until
+from gates import GENEROUS
 from pki import PKI, Issued
 from served import Served
 from servers import MemcachedServer
@@ -47,7 +48,9 @@ def serve(tmp_path: Path, name: str, server_cert: Issued, store_url: str, key_fi
     return Served(args, tmp_path / name)
 
 
-def resumed_within(port: int, ctx: ssl.SSLContext, session: ssl.SSLSession, seconds: float = 5) -> dict[str, str]:
+def resumed_within(
+    port: int, ctx: ssl.SSLContext, session: ssl.SSLSession, seconds: float = GENEROUS
+) -> dict[str, str]:
     """The first page fetched with *session* that resumed (the session is stored asynchronously)."""
     deadline = time.monotonic() + seconds
     while True:
@@ -91,14 +94,15 @@ def test_pre_forked_workers_resume_each_others_sessions(
         ctx = stdlib_client_context(pki)
         first, session = fetch_page(served.port, ctx)
         pids = {first["Server process"]}
-        for _ in range(60):
+        deadline = time.monotonic() + GENEROUS  # which worker accepts is the kernel's choice: try until one other does
+        while True:
             page, _ = fetch_page(served.port, ctx, session)
             pids.add(page["Server process"])
             if page["Session resumed"] == "yes" and page["Server process"] != first["Server process"]:
                 break
+            if time.monotonic() > deadline:
+                pytest.fail(f"no resumption on another worker (pids seen: {pids})")
             time.sleep(0.02)
-        else:
-            pytest.fail(f"no resumption on another worker (pids seen: {pids})")
         assert served.stop() == 0
     finally:
         served.kill()
@@ -108,7 +112,7 @@ def test_killing_memcached_mid_run_degrades_to_full_handshakes_and_recovers(
     pki: PKI, server_cert: Issued, memcached_server: MemcachedServer, start_server: Any, tls_version: int
 ) -> None:
     ctx = make_server_context(server_cert, tls_version)
-    cache = ctx.set_session_cache(MemcachedStore(*memcached_server.address, timeout=0.3), timeout=0.3)
+    cache = ctx.set_session_cache(MemcachedStore(*memcached_server.address, timeout=2), timeout=2)
     server = start_server(ctx)
     client = stdlib_client_context(pki, version=tls_version, cooperative=True)
 
@@ -120,7 +124,8 @@ def test_killing_memcached_mid_run_degrades_to_full_handshakes_and_recovers(
                 return tls.session, tls.session_reused
 
     def resumes(session: ssl.SSLSession) -> bool:
-        return any(handshake(session)[1] or gevent.sleep(0.05) for _ in range(40))
+        """Resumes within a generous deadline (the session is written to memcached after the handshake)."""
+        return wait_until(lambda: handshake(session)[1])
 
     session, _ = handshake()
     assert resumes(session)
@@ -157,9 +162,7 @@ def test_the_shared_store_holds_no_master_secret(
         with client.wrap_socket(raw, server_hostname="localhost") as tls:
             tls.sendall(b"x")
             tls.recv(10)
-    deadline = time.monotonic() + 5
-    while cache.stats.stored == 0 and time.monotonic() < deadline:
-        gevent.sleep(0.02)
+    assert wait_until(lambda: cache.stats.stored >= 1)
     assert cache.stats.stored >= 1 and secrets and len(secrets[0]) >= 32
     raw_dump = _memcached_dump(memcached_server.address)
     assert raw_dump, "nothing was stored"
