@@ -11,6 +11,7 @@ from OpenSSL import crypto
 from . import _live
 from ._binding import drain_error_queue, ffi, lib
 from ._certs import CertificateLike, PrivateKeyLike, new_x509, use_pkey, use_x509
+from ._x509_names import NameLike, names_of_stack, new_name_stack
 from .constants import FILETYPE_PEM, TLS_CLIENT_METHOD, TLS_METHOD, TLS_SERVER_METHOD
 from .errors import Error
 from .sealing import SessionSealer
@@ -106,6 +107,7 @@ class Context:
         self._app_data: Any = None
         lib.SSL_CTX_set_options(self._ctx, lib.SSL_OP_NO_COMPRESSION)
         lib.SSL_CTX_set_mode(self._ctx, lib.SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | lib.SSL_MODE_RELEASE_BUFFERS)
+        self._client_ca_list_chosen = False
         self.session_cache: SessionCache | None = None
         self._session_id = b""
         self._session_id_chosen = False
@@ -154,6 +156,15 @@ class Context:
     def load_verify_locations(
         self, cafile: str | bytes | os.PathLike[Any] | None, capath: str | bytes | os.PathLike[Any] | None = None
     ) -> None:
+        """Trust the CAs in *cafile* (PEM) and in the hashed directory *capath*.
+
+        A server also names the CAs of *cafile* in its certificate request (as
+        ``openssl s_server`` and nginx do), so a client holding several
+        certificates can pick one; unless `set_client_ca_list` chose the list.
+        The CAs of *capath* are not named: OpenSSL reads that directory lazily,
+        by hash, and it is often a whole system store, too big for a
+        handshake message; name them with `add_client_ca`.
+        """
         if cafile is None and capath is None:
             raise ValueError("give cafile, capath or both")
         _check(
@@ -163,6 +174,38 @@ class Context:
                 ffi.NULL if capath is None else _path(capath),
             ),
             "cannot load verify locations",
+        )
+        if cafile is not None and not self._client_ca_list_chosen:
+            self._add_client_ca_file(_path(cafile))
+
+    def _add_client_ca_file(self, cafile: bytes) -> None:
+        loaded = lib.SSL_load_client_CA_file(cafile)
+        if loaded == ffi.NULL:  # a file of CRLs only names no CA: nothing to report, the trust store took it
+            lib.ERR_clear_error()
+            return
+        try:
+            added = names_of_stack(loaded)
+        finally:
+            lib.pausetls_x509_name_stack_free(loaded)
+        # a new list rather than OpenSSL's in-place merge, which sorts: the names keep the files' order
+        names = list(dict.fromkeys(names_of_stack(lib.SSL_CTX_get_client_CA_list(self._ctx)) + added))
+        lib.SSL_CTX_set_client_CA_list(self._ctx, new_name_stack(names))  # takes ownership, frees the old list
+
+    def set_client_ca_list(self, certificate_authorities: Sequence[NameLike]) -> None:
+        """Server: name exactly these CAs in the certificate request (pyOpenSSL ``X509Name``,
+        cryptography ``Name`` or DER), replacing the ones `load_verify_locations` named;
+        later ``load_verify_locations`` calls no longer add theirs.  Verification is unchanged:
+        the names only help the client choose."""
+        stack = new_name_stack(certificate_authorities)
+        lib.SSL_CTX_set_client_CA_list(self._ctx, stack)  # takes ownership, frees the old list
+        self._client_ca_list_chosen = True
+
+    def add_client_ca(self, certificate_authority: CertificateLike) -> None:
+        """Server: also name *certificate_authority*'s subject in the certificate request."""
+        use_x509(
+            certificate_authority,
+            lambda ptr: lib.SSL_CTX_add_client_CA(self._ctx, ptr),
+            "cannot add client CA",
         )
 
     def set_default_verify_paths(self) -> None:
