@@ -16,6 +16,7 @@ from .constants import FILETYPE_PEM, TLS_CLIENT_METHOD, TLS_METHOD, TLS_SERVER_M
 from .errors import Error
 from .sealing import SessionSealer
 from .session_cache import CallbackBackend, SessionCache, StoreBackend
+from .tls_defaults import apply_defaults
 
 if TYPE_CHECKING:
     from .client_hello import ClientHello
@@ -78,6 +79,9 @@ class Context:
 
     Server contexts get a session id context (`DEFAULT_SESSION_ID`), release
     idle buffers (``SSL_MODE_RELEASE_BUFFERS``) and refuse compression.
+    Every context starts at TLS >= 1.2 with the cipher list and groups of
+    `pausetls.tls_defaults` (Mozilla intermediate for servers, CPython's
+    defaults for ``TLS_CLIENT_METHOD``).
     """
 
     def __init__(self, method: int = TLS_METHOD) -> None:
@@ -107,6 +111,7 @@ class Context:
         self._app_data: Any = None
         lib.SSL_CTX_set_options(self._ctx, lib.SSL_OP_NO_COMPRESSION)
         lib.SSL_CTX_set_mode(self._ctx, lib.SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | lib.SSL_MODE_RELEASE_BUFFERS)
+        apply_defaults(self._ctx, method)
         self._client_ca_list_chosen = False
         self.session_cache: SessionCache | None = None
         self._session_id = b""
@@ -250,6 +255,10 @@ class Context:
         _check(
             lib.SSL_CTX_set_ciphersuites(self._ctx, _text(ciphersuites)), f"bad TLS 1.3 ciphersuites {ciphersuites!r}"
         )
+
+    def set_groups(self, groups: str | bytes) -> None:
+        """Key exchange groups (curves), in order of preference: ``"X25519:P-256:P-384"``."""
+        _check(lib.SSL_CTX_set1_groups_list(self._ctx, _text(groups)), f"bad groups {groups!r}")
 
     def set_min_proto_version(self, version: int) -> None:
         _check(lib.SSL_CTX_set_min_proto_version(self._ctx, version), f"bad protocol version {version!r}")
