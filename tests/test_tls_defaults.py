@@ -110,15 +110,17 @@ def test_a_client_refuses_a_server_with_only_static_rsa_like_cpython_does(
     openssl: str, pki: PKI, rsa_server_cert: Issued, peers: PeerGroup
 ) -> None:
     """``TLS_CLIENT_METHOD`` contexts offer CPython's default suites, which leave static RSA out."""
-    args = ["-cert", str(rsa_server_cert.chain_path), "-key", str(rsa_server_cert.key_path), "-tls1_2"]
+    args = ["-cert", str(rsa_server_cert.cert_path), "-key", str(rsa_server_cert.key_path), "-tls1_2"]
+    args += ["-cert_chain", str(pki.intermediate.cert_path)]
     server = peers.s_server(openssl, [*args, "-cipher", "AES128-SHA", "-naccept", "1"])
     with pytest.raises(pausetls.Error, match="handshake failure"):
-        pausetls.connect(
+        with pausetls.connect(
             ("127.0.0.1", server.port),
             pausetls.client_context(str(pki.ca_path)),
             server_hostname="localhost",
             timeout=DEFAULT_TIMEOUT,
-        )
+        ):
+            pass
     cpython = ssl.create_default_context(cafile=str(pki.ca_path))
     assert not {"AES128-SHA", "AES256-SHA256"} & {c["name"] for c in cpython.get_ciphers()}
 
