@@ -133,6 +133,8 @@ int SSL_CTX_get_verify_mode(const SSL_CTX *);
 int SSL_CTX_set_cipher_list(SSL_CTX *, const char *);
 int SSL_CTX_set_ciphersuites(SSL_CTX *, const char *);
 long SSL_CTX_set1_groups_list(SSL_CTX *, const char *);
+int SSL_CTX_set0_tmp_dh_pkey(SSL_CTX *, EVP_PKEY *);
+EVP_PKEY *pausetls_read_dh_params(const char *);
 long SSL_CTX_set_min_proto_version(SSL_CTX *, int);
 long SSL_CTX_set_max_proto_version(SSL_CTX *, int);
 uint64_t SSL_CTX_set_options(SSL_CTX *, uint64_t);
@@ -294,9 +296,26 @@ SOURCE = r"""
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <openssl/crypto.h>
+#include <openssl/pem.h>
 
 typedef STACK_OF(X509) pausetls_x509_stack;
 typedef STACK_OF(X509_NAME) pausetls_x509_name_stack;
+
+/* DH parameters from a PEM file ("BEGIN DH PARAMETERS"); NULL if unreadable or not DH. */
+static EVP_PKEY *pausetls_read_dh_params(const char *path)
+{
+    BIO *bio = BIO_new_file(path, "r");
+    EVP_PKEY *params;
+    if (bio == NULL)
+        return NULL;
+    params = PEM_read_bio_Parameters(bio, NULL);
+    BIO_free(bio);
+    if (params != NULL && !EVP_PKEY_is_a(params, "DH")) {
+        EVP_PKEY_free(params);
+        return NULL;
+    }
+    return params;
+}
 
 /* sk_X509_NAME_pop_free takes a function pointer: simpler to free from C. */
 static void pausetls_x509_name_stack_free(pausetls_x509_name_stack *names)

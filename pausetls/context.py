@@ -260,6 +260,17 @@ class Context:
         """Key exchange groups (curves), in order of preference: ``"X25519:P-256:P-384"``."""
         _check(lib.SSL_CTX_set1_groups_list(self._ctx, _text(groups)), f"bad groups {groups!r}")
 
+    def load_tmp_dh(self, dhfile: str | bytes | os.PathLike[Any]) -> None:
+        """Server: DH parameters (PEM) for the DHE suites of the default list; without them
+        OpenSSL negotiates ECDHE only.  Use 2048 bits or more (``openssl genpkey -genparam
+        -algorithm DH -pkeyopt group:ffdhe2048``)."""
+        params = lib.pausetls_read_dh_params(_path(dhfile))
+        if params == ffi.NULL:
+            raise Error(f"cannot load DH parameters from {dhfile!s}", drain_error_queue())
+        if lib.SSL_CTX_set0_tmp_dh_pkey(self._ctx, params) <= 0:  # takes ownership on success only
+            lib.EVP_PKEY_free(params)
+            raise Error("cannot use DH parameters", drain_error_queue())
+
     def set_min_proto_version(self, version: int) -> None:
         _check(lib.SSL_CTX_set_min_proto_version(self._ctx, version), f"bad protocol version {version!r}")
 

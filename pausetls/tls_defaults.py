@@ -3,7 +3,7 @@
 Servers (``TLS_SERVER_METHOD``, and ``TLS_METHOD``, which may serve) get Mozilla's "intermediate"
 profile (version 5.7, https://ssl-config.mozilla.org/): TLS >= 1.2, ECDHE/DHE key exchange with
 AEAD ciphers only (no static RSA key exchange, no CBC), curves X25519, P-256 and P-384. The DHE
-suites are negotiated only where DH parameters were configured: OpenSSL 3 has none by default.
+suites are negotiated only once `Context.load_tmp_dh` gave DH parameters: OpenSSL 3 has none by default.
 TLS 1.3 suites stay OpenSSL's (AES-GCM and ChaCha20-Poly1305, the same three Mozilla lists).
 
 Clients (``TLS_CLIENT_METHOD``) get CPython's ``ssl`` defaults (3.10+): TLS >= 1.2 and

@@ -20,7 +20,7 @@ import pytest
 
 import pausetls
 
-from conftest import make_server_context, stdlib_client_context, wait_until
+from conftest import make_server_context, require_binary, stdlib_client_context, wait_until
 from peers import DEFAULT_TIMEOUT, PeerGroup
 from pki import PKI, Issued
 from served import Served
@@ -82,6 +82,38 @@ def test_every_mozilla_intermediate_suite_is_served(pki: PKI, rsa_server_cert: I
     server = start_server(make_server_context(rsa_server_cert))
     for cipher in ("ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-RSA-CHACHA20-POLY1305"):
         assert stdlib_tls12_handshake(pki, server.server_port, cipher) == cipher
+
+
+@pytest.fixture(scope="session")
+def dh_params(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """RFC 7919's ffdhe2048 group as PEM DH parameters (a named group: nothing to generate)."""
+    path = tmp_path_factory.mktemp("dh") / "ffdhe2048.pem"
+    openssl = require_binary("openssl")
+    argv = [openssl, "genpkey", "-genparam", "-algorithm", "DH", "-pkeyopt", "group:ffdhe2048", "-out", str(path)]
+    subprocess.run(argv, check=True, capture_output=True, timeout=60)
+    return path
+
+
+def test_dhe_suites_are_negotiated_only_with_dh_parameters(
+    pki: PKI, rsa_server_cert: Issued, dh_params: Path, start_server: Any
+) -> None:
+    without = start_server(make_server_context(rsa_server_cert))
+    with pytest.raises(ssl.SSLError, match=r"handshake failure|no shared cipher"):
+        stdlib_tls12_handshake(pki, without.server_port, "DHE-RSA-AES128-GCM-SHA256")
+    ctx = make_server_context(rsa_server_cert)
+    ctx.load_tmp_dh(dh_params)
+    with_params = start_server(ctx)
+    for cipher in ("DHE-RSA-AES128-GCM-SHA256", "DHE-RSA-AES256-GCM-SHA384", "DHE-RSA-CHACHA20-POLY1305"):
+        assert stdlib_tls12_handshake(pki, with_params.server_port, cipher) == cipher
+    with pytest.raises(ssl.SSLError, match=r"handshake failure|no shared cipher"):
+        stdlib_tls12_handshake(pki, with_params.server_port, "DHE-RSA-AES128-SHA256")  # CBC: still refused
+
+
+def test_load_tmp_dh_refuses_what_is_not_dh_parameters(rsa_server_cert: Issued, tmp_path: Path) -> None:
+    ctx = make_server_context(rsa_server_cert)
+    for path in (tmp_path / "missing.pem", rsa_server_cert.cert_path):
+        with pytest.raises(pausetls.Error, match="cannot load DH parameters"):
+            ctx.load_tmp_dh(path)
 
 
 @pytest.mark.parametrize("group", ["X448", "P-521"])
