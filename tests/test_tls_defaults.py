@@ -179,9 +179,10 @@ def sslyze() -> list[str]:
                 capture_output=True,
                 timeout=SSLYZE_INSTALL_TIMEOUT,
             )
-        except subprocess.CalledProcessError as exc:
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             shutil.rmtree(partial, ignore_errors=True)
-            pytest.fail(f"cannot install sslyze {SSLYZE_VERSION} into a virtualenv: {exc.stderr.decode()[-2000:]}")
+            output = (exc.stderr or b"").decode(errors="replace")[-2000:]
+            pytest.fail(f"cannot install sslyze {SSLYZE_VERSION} into a virtualenv: {exc}\n{output}")
         os.replace(partial, venv)  # whole or not at all; `python -m sslyze` does not care where the venv was made
     return [str(python), "-m", "sslyze"]
 
