@@ -31,6 +31,8 @@ typedef ... X509_VERIFY_PARAM;
 typedef ... EVP_PKEY;
 typedef ... BIO;
 typedef ... pausetls_x509_stack;
+typedef ... X509_NAME;
+typedef ... pausetls_x509_name_stack;
 typedef ... pem_password_cb;
 
 static const long OPENSSL_VERSION_NUMBER;
@@ -130,6 +132,9 @@ void SSL_CTX_set_verify_depth(SSL_CTX *, int);
 int SSL_CTX_get_verify_mode(const SSL_CTX *);
 int SSL_CTX_set_cipher_list(SSL_CTX *, const char *);
 int SSL_CTX_set_ciphersuites(SSL_CTX *, const char *);
+long SSL_CTX_set1_groups_list(SSL_CTX *, const char *);
+int SSL_CTX_set0_tmp_dh_pkey(SSL_CTX *, EVP_PKEY *);
+EVP_PKEY *pausetls_read_dh_params(const char *);
 long SSL_CTX_set_min_proto_version(SSL_CTX *, int);
 long SSL_CTX_set_max_proto_version(SSL_CTX *, int);
 uint64_t SSL_CTX_set_options(SSL_CTX *, uint64_t);
@@ -242,6 +247,19 @@ EVP_PKEY *d2i_AutoPrivateKey(EVP_PKEY **, const unsigned char **, long);
 void EVP_PKEY_free(EVP_PKEY *);
 
 int sk_X509_num(const pausetls_x509_stack *);
+pausetls_x509_name_stack *SSL_load_client_CA_file(const char *);
+void SSL_CTX_set_client_CA_list(SSL_CTX *, pausetls_x509_name_stack *);
+pausetls_x509_name_stack *SSL_CTX_get_client_CA_list(const SSL_CTX *);
+pausetls_x509_name_stack *SSL_get_client_CA_list(const SSL *);
+int SSL_CTX_add_client_CA(SSL_CTX *, X509 *);
+pausetls_x509_name_stack *sk_X509_NAME_new_null(void);
+int sk_X509_NAME_push(pausetls_x509_name_stack *, X509_NAME *);
+int sk_X509_NAME_num(const pausetls_x509_name_stack *);
+X509_NAME *sk_X509_NAME_value(const pausetls_x509_name_stack *, int);
+void pausetls_x509_name_stack_free(pausetls_x509_name_stack *);
+X509_NAME *d2i_X509_NAME(X509_NAME **, const unsigned char **, long);
+int i2d_X509_NAME(const X509_NAME *, unsigned char **);
+void X509_NAME_free(X509_NAME *);
 X509 *sk_X509_value(const pausetls_x509_stack *, int);
 void OPENSSL_free(void *);
 
@@ -278,8 +296,32 @@ SOURCE = r"""
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <openssl/crypto.h>
+#include <openssl/pem.h>
 
 typedef STACK_OF(X509) pausetls_x509_stack;
+typedef STACK_OF(X509_NAME) pausetls_x509_name_stack;
+
+/* DH parameters from a PEM file ("BEGIN DH PARAMETERS"); NULL if unreadable or not DH. */
+static EVP_PKEY *pausetls_read_dh_params(const char *path)
+{
+    BIO *bio = BIO_new_file(path, "r");
+    EVP_PKEY *params;
+    if (bio == NULL)
+        return NULL;
+    params = PEM_read_bio_Parameters(bio, NULL);
+    BIO_free(bio);
+    if (params != NULL && !EVP_PKEY_is_a(params, "DH")) {
+        EVP_PKEY_free(params);
+        return NULL;
+    }
+    return params;
+}
+
+/* sk_X509_NAME_pop_free takes a function pointer: simpler to free from C. */
+static void pausetls_x509_name_stack_free(pausetls_x509_name_stack *names)
+{
+    sk_X509_NAME_pop_free(names, X509_NAME_free);
+}
 
 /* Put one saved error back on the queue (ERR_set_error is variadic). */
 static void pausetls_err_restore(unsigned long code, const char *file, int line,

@@ -11,10 +11,12 @@ from OpenSSL import crypto
 from . import _live
 from ._binding import drain_error_queue, ffi, lib
 from ._certs import CertificateLike, PrivateKeyLike, new_x509, use_pkey, use_x509
+from ._x509_names import NameLike, names_of_stack, new_name_stack
 from .constants import FILETYPE_PEM, TLS_CLIENT_METHOD, TLS_METHOD, TLS_SERVER_METHOD
 from .errors import Error
 from .sealing import SessionSealer
 from .session_cache import CallbackBackend, SessionCache, StoreBackend
+from .tls_defaults import apply_defaults
 
 if TYPE_CHECKING:
     from .client_hello import ClientHello
@@ -77,6 +79,9 @@ class Context:
 
     Server contexts get a session id context (`DEFAULT_SESSION_ID`), release
     idle buffers (``SSL_MODE_RELEASE_BUFFERS``) and refuse compression.
+    Every context starts at TLS >= 1.2 with the cipher list and groups of
+    `pausetls.tls_defaults` (Mozilla intermediate for servers, CPython's
+    defaults for ``TLS_CLIENT_METHOD``).
     """
 
     def __init__(self, method: int = TLS_METHOD) -> None:
@@ -106,6 +111,8 @@ class Context:
         self._app_data: Any = None
         lib.SSL_CTX_set_options(self._ctx, lib.SSL_OP_NO_COMPRESSION)
         lib.SSL_CTX_set_mode(self._ctx, lib.SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | lib.SSL_MODE_RELEASE_BUFFERS)
+        apply_defaults(self._ctx, method)
+        self._client_ca_list_chosen = False
         self.session_cache: SessionCache | None = None
         self._session_id = b""
         self._session_id_chosen = False
@@ -154,6 +161,15 @@ class Context:
     def load_verify_locations(
         self, cafile: str | bytes | os.PathLike[Any] | None, capath: str | bytes | os.PathLike[Any] | None = None
     ) -> None:
+        """Trust the CAs in *cafile* (PEM) and in the hashed directory *capath*.
+
+        A server also names the CAs of *cafile* in its certificate request (as
+        ``openssl s_server`` and nginx do), so a client holding several
+        certificates can pick one; unless `set_client_ca_list` chose the list.
+        The CAs of *capath* are not named: OpenSSL reads that directory lazily,
+        by hash, and it is often a whole system store, too big for a
+        handshake message; name them with `add_client_ca`.
+        """
         if cafile is None and capath is None:
             raise ValueError("give cafile, capath or both")
         _check(
@@ -163,6 +179,38 @@ class Context:
                 ffi.NULL if capath is None else _path(capath),
             ),
             "cannot load verify locations",
+        )
+        if cafile is not None and not self._client_ca_list_chosen:
+            self._add_client_ca_file(_path(cafile))
+
+    def _add_client_ca_file(self, cafile: bytes) -> None:
+        loaded = lib.SSL_load_client_CA_file(cafile)
+        if loaded == ffi.NULL:  # a file of CRLs only names no CA: nothing to report, the trust store took it
+            lib.ERR_clear_error()
+            return
+        try:
+            added = names_of_stack(loaded)
+        finally:
+            lib.pausetls_x509_name_stack_free(loaded)
+        # a new list rather than OpenSSL's in-place merge, which sorts: the names keep the files' order
+        names = list(dict.fromkeys(names_of_stack(lib.SSL_CTX_get_client_CA_list(self._ctx)) + added))
+        lib.SSL_CTX_set_client_CA_list(self._ctx, new_name_stack(names))  # takes ownership, frees the old list
+
+    def set_client_ca_list(self, certificate_authorities: Sequence[NameLike]) -> None:
+        """Server: name exactly these CAs in the certificate request (pyOpenSSL ``X509Name``,
+        cryptography ``Name`` or DER), replacing the ones `load_verify_locations` named;
+        later ``load_verify_locations`` calls no longer add theirs.  Verification is unchanged:
+        the names only help the client choose."""
+        stack = new_name_stack(certificate_authorities)
+        lib.SSL_CTX_set_client_CA_list(self._ctx, stack)  # takes ownership, frees the old list
+        self._client_ca_list_chosen = True
+
+    def add_client_ca(self, certificate_authority: CertificateLike) -> None:
+        """Server: also name *certificate_authority*'s subject in the certificate request."""
+        use_x509(
+            certificate_authority,
+            lambda ptr: lib.SSL_CTX_add_client_CA(self._ctx, ptr),
+            "cannot add client CA",
         )
 
     def set_default_verify_paths(self) -> None:
@@ -207,6 +255,21 @@ class Context:
         _check(
             lib.SSL_CTX_set_ciphersuites(self._ctx, _text(ciphersuites)), f"bad TLS 1.3 ciphersuites {ciphersuites!r}"
         )
+
+    def set_groups(self, groups: str | bytes) -> None:
+        """Key exchange groups (curves), in order of preference: ``"X25519:P-256:P-384"``."""
+        _check(lib.SSL_CTX_set1_groups_list(self._ctx, _text(groups)), f"bad groups {groups!r}")
+
+    def load_tmp_dh(self, dhfile: str | bytes | os.PathLike[Any]) -> None:
+        """Server: DH parameters (PEM) for the DHE suites of the default list; without them
+        OpenSSL negotiates ECDHE only.  Use 2048 bits or more (``openssl genpkey -genparam
+        -algorithm DH -pkeyopt group:ffdhe2048``)."""
+        params = lib.pausetls_read_dh_params(_path(dhfile))
+        if params == ffi.NULL:
+            raise Error(f"cannot load DH parameters from {dhfile!s}", drain_error_queue())
+        if lib.SSL_CTX_set0_tmp_dh_pkey(self._ctx, params) <= 0:  # takes ownership on success only
+            lib.EVP_PKEY_free(params)
+            raise Error("cannot use DH parameters", drain_error_queue())
 
     def set_min_proto_version(self, version: int) -> None:
         _check(lib.SSL_CTX_set_min_proto_version(self._ctx, version), f"bad protocol version {version!r}")

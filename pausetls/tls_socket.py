@@ -25,8 +25,9 @@ import os
 import socket as _socket
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
+from cryptography import x509
 from greenlet import getcurrent
 from OpenSSL import crypto
 
@@ -35,6 +36,7 @@ from ._binding import ErrorEntry, drain_error_queue, ffi, lib
 from ._certs import CertificateLike, PrivateKeyLike, peercert_dict, use_pkey, use_x509, x509_der, x509_to_pyopenssl
 from ._driver import Driver
 from ._job import Job
+from ._x509_names import names_of_stack, pyopenssl_name
 from .context import Context, VerifyCallback
 from .errors import (
     Alert,
@@ -353,6 +355,20 @@ class TLSSocket:
         if stack == ffi.NULL:
             return None
         return [x509_to_pyopenssl(lib.sk_X509_value(stack, i)) for i in range(lib.sk_X509_num(stack))]
+
+    @overload
+    def get_client_ca_list(self, *, as_cryptography: Literal[False] = False) -> list[crypto.X509Name]: ...
+
+    @overload
+    def get_client_ca_list(self, *, as_cryptography: Literal[True]) -> list[x509.Name]: ...
+
+    def get_client_ca_list(self, *, as_cryptography: bool = False) -> list[crypto.X509Name] | list[x509.Name]:
+        """The CAs named in the certificate request: on a server, those it sends (its context's
+        list); on a client, those the server sent (empty until then).  pyOpenSSL's name."""
+        ders = [] if self._ssl is None else names_of_stack(lib.SSL_get_client_CA_list(self._ssl))
+        if as_cryptography:
+            return [x509.Name.from_bytes(der) for der in ders]
+        return [pyopenssl_name(der) for der in ders]
 
     def getpeercert(self, binary_form: bool = False) -> Any:
         """Like `ssl.SSLSocket.getpeercert`: DER, the decoded dict, {} if unverified, None if none."""

@@ -1,4 +1,4 @@
-"""A throwaway PKI for tests: root CA, intermediate CA, server and client certificates (ECDSA P-256)."""
+"""A throwaway PKI for tests: root CA, intermediate CA, server and client certificates (ECDSA P-256, or RSA)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,16 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
+
+LeafKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 
 @dataclass
 class Issued:
     cert: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
+    key: LeafKey
     cert_path: Path
     key_path: Path
     chain_path: Path  # leaf followed by the intermediates a server sends
@@ -58,7 +60,7 @@ class PKI:
         self.intermediate = self._ca(f"{name} intermediate", self.root)
         self.ca_path = self.root.cert_path
 
-    def _builder(self, cn: str, key: ec.EllipticCurvePrivateKey, issuer: Issued | None) -> x509.CertificateBuilder:
+    def _builder(self, cn: str, key: LeafKey, issuer: Issued | None) -> x509.CertificateBuilder:
         return (
             x509.CertificateBuilder()
             .subject_name(_name(cn))
@@ -70,9 +72,7 @@ class PKI:
         )
 
     @staticmethod
-    def _key_ids(
-        builder: x509.CertificateBuilder, key: ec.EllipticCurvePrivateKey, issuer: Issued | None
-    ) -> x509.CertificateBuilder:
+    def _key_ids(builder: x509.CertificateBuilder, key: LeafKey, issuer: Issued | None) -> x509.CertificateBuilder:
         """Subject and authority key identifiers, which CA/B-profile verifiers (cryptography's) require."""
         builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         if issuer is None:
@@ -106,9 +106,7 @@ class PKI:
         """Another CA below *issuer* (for longer chains); *ca_issuers* sets its AIA URL."""
         return self._ca(cn, issuer, ca_issuers=ca_issuers)
 
-    def _save(
-        self, cn: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, chain: list[x509.Certificate]
-    ) -> Issued:
+    def _save(self, cn: str, cert: x509.Certificate, key: LeafKey, chain: list[x509.Certificate]) -> Issued:
         stem = cn.replace(" ", "_").replace("*", "star")
         return Issued(
             cert,
@@ -126,13 +124,15 @@ class PKI:
         names: tuple[str, ...] = ("localhost", "127.0.0.1", "::1"),
         issuer: Issued | None = None,
         ca_issuers: str | None = None,
+        rsa_key: bool = False,
     ) -> Issued:
         """A leaf signed by *issuer* (the intermediate by default); its chain file carries the issuer.
 
-        *ca_issuers* adds an Authority Information Access caIssuers URL.
+        *ca_issuers* adds an Authority Information Access caIssuers URL; *rsa_key* gives the leaf an
+        RSA 2048 key instead of ECDSA P-256 (static RSA key exchange needs one).
         """
         issuer = issuer or self.intermediate
-        key = ec.generate_private_key(ec.SECP256R1())
+        key: LeafKey = rsa.generate_private_key(65537, 2048) if rsa_key else ec.generate_private_key(ec.SECP256R1())
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
         builder = self._builder(cn, key, issuer).add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         builder = self._aia(self._key_ids(builder, key, issuer), ca_issuers)

@@ -188,6 +188,35 @@ def test_blobs_that_are_not_ours_are_misses(
         assert stats.rejected == 1
 
 
+def test_a_memory_store_bounded_in_bytes_keeps_the_newest_sessions(
+    pki: PKI, server_cert: Issued, start_server: Any, tls_version: int
+) -> None:
+    """Many real handshakes: the store never holds more than max_bytes, and the newest sessions resume."""
+    client = stdlib_client_context(pki, version=tls_version, cooperative=True)
+    probe = MemoryStore()  # one session's size, as this configuration seals it
+    probe_ctx = cached_context(server_cert, tls_version, probe)
+    connect_once(start_server(probe_ctx).server_port, client)
+    settle(probe_ctx.session_cache)
+    assert len(probe) == 1
+    size = probe.bytes_used
+
+    store = MemoryStore(max_bytes=3 * size + size // 2)  # room for three sessions, not four
+    ctx = cached_context(server_cert, tls_version, store)
+    server = start_server(ctx)
+    sessions = []
+    for _ in range(10):
+        session, reused = connect_once(server.server_port, client)
+        assert not reused
+        sessions.append(session)
+        settle(ctx.session_cache)
+        assert store.bytes_used <= store.max_bytes
+    assert len(store) == 3 and store.evicted == 7 and store.oversized == 0
+    assert connect_once(server.server_port, client, sessions[-1])[1]  # the newest resumes
+    assert not connect_once(server.server_port, client, sessions[0])[1]  # the oldest was evicted
+    settle(ctx.session_cache)
+    assert store.bytes_used <= store.max_bytes
+
+
 def test_a_session_without_client_auth_does_not_resume_where_it_is_required(
     pki: PKI, server_cert: Issued, client_cert: Issued, start_server: Any, tls_version: int
 ) -> None:

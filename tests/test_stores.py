@@ -215,6 +215,52 @@ def test_memory_max_entries_checked() -> None:
             MemoryStore(bad)  # type: ignore[arg-type]
 
 
+def test_memory_max_bytes_evicts_least_recently_used_by_size() -> None:
+    store = MemoryStore(max_bytes=100)  # keys + values; each entry below is 2 + 28 = 30 bytes
+    for key in ("k1", "k2", "k3"):
+        store.set(key, b"v" * 28, 60)
+    assert store.bytes_used == 90 and len(store) == 3
+    assert store.get("k1") is not None  # "k2" is now the least recently used
+    store.set("k4", b"v" * 28, 60)
+    assert store.bytes_used == 90 and store.evicted == 1
+    assert store.get("k2") is None and all(store.get(k) for k in ("k1", "k3", "k4"))
+    store.set("k1", b"w" * 58, 60)  # overwriting with a bigger value evicts as much as needed
+    assert store.bytes_used <= 100 and store.get("k1") == b"w" * 58
+    assert store.get("k3") is None and store.get("k4") == b"v" * 28 and store.bytes_used == 90
+    store.delete("k4")
+    assert store.bytes_used == 60
+    for i in range(200):
+        store.set(f"many{i}", bytes(i % 50), 60)
+        assert store.bytes_used <= 100
+    assert store.bytes_used == sum(len(k) + len(v) for k, (_, v) in store._entries.items())
+
+
+def test_memory_an_entry_larger_than_max_bytes_is_not_stored_and_counted() -> None:
+    store = MemoryStore(max_bytes=64)
+    store.set("small", b"s" * 10, 60)
+    store.set("big", b"old", 60)
+    store.set("big", b"b" * 62, 60)  # 3 + 62 > 64: not stored, and the older value is gone too
+    assert store.get("big") is None
+    assert store.oversized == 1 and store.evicted == 0
+    assert store.get("small") == b"s" * 10 and store.bytes_used == 15
+    store.set("edge", b"e" * 60, 60)  # exactly 64: stored, evicting "small"
+    assert store.get("edge") == b"e" * 60 and store.get("small") is None and store.bytes_used == 64
+
+
+def test_memory_expired_entries_give_their_bytes_back() -> None:
+    clock = FakeClock()
+    store = MemoryStore(max_bytes=1000, clock=clock)
+    store.set("k", b"v" * 99, 5)
+    clock.now += 5
+    assert store.get("k") is None and store.bytes_used == 0
+
+
+def test_memory_max_bytes_checked() -> None:
+    for bad in (0, -1, 1.5, True, None):
+        with pytest.raises(ValueError, match="max_bytes"):
+            MemoryStore(max_bytes=bad)  # type: ignore[arg-type]
+
+
 # --- networked stores: failures and recovery ----------------------------------------------------
 
 
@@ -417,6 +463,9 @@ def test_a_store_interrupted_by_a_timeout_stays_usable(backend: tuple[str, Serve
     [
         ("memory://", MemoryStore, {"max_entries": 100_000}),
         ("memory://?max_entries=10", MemoryStore, {"max_entries": 10}),
+        ("memory://?max_bytes=4096", MemoryStore, {"max_entries": 100_000, "max_bytes": 4096}),
+        ("memory://?max_bytes=4096&max_entries=7", MemoryStore, {"max_entries": 7, "max_bytes": 4096}),
+        ("memory://", MemoryStore, {"max_bytes": 64 * 1024 * 1024}),
         ("MEMORY://", MemoryStore, {"max_entries": 100_000}),
         ("memcached://cache.example", MemcachedStore, {"host": "cache.example", "port": 11211}),
         ("memcached://10.0.0.5:11311", MemcachedStore, {"host": "10.0.0.5", "port": 11311}),
@@ -457,6 +506,9 @@ def test_store_from_url_password_reaches_redis() -> None:
         ("memory://host", "no host or path"),
         ("memory://?max_entries=0", "positive integer"),
         ("memory://?max_entries=ten", "positive integer"),
+        ("memory://?max_bytes=0", "max_bytes must be a positive integer"),
+        ("memory://?max_bytes=1e6", "max_bytes must be a positive integer"),
+        ("memory://?max_bytes=", "max_bytes must be a positive integer"),
         ("memory://?max_entry=10", "unknown option"),
         ("memory://?max_entries=1&max_entries=2", "repeated"),
         ("memcached://", "no host"),

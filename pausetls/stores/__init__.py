@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from ._common import MAX_KEY_LENGTH
-from .memory import MemoryStore
+from .memory import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, MemoryStore
 
 if TYPE_CHECKING:
     from .memcached import MemcachedStore
@@ -66,13 +66,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-ACCEPTED_URLS = "memory://[?max_entries=N], memcached://host[:port], redis://[:password@]host[:port][/db]"
+ACCEPTED_URLS = "memory://[?max_entries=N&max_bytes=N], memcached://host[:port], redis://[:password@]host[:port][/db]"
 
 
 def store_from_url(url: str, *, timeout: float = 0.5, cooperative: bool = True) -> SessionStore:
     """A store for *url*; *timeout* and *cooperative* go to the networked stores.
 
-    Accepted: ``memory://`` (``?max_entries=``, default 100000),
+    Accepted: ``memory://`` (``?max_entries=``, default 100000; ``&max_bytes=`` of keys and
+    values, default 64 MiB),
     ``memcached://host[:port]`` (default 11211), ``redis://[:password@]host[:port][/db]``
     (default 6379, db 0).  IPv6 addresses go in brackets: ``memcached://[::1]:11211``.
     Nothing connects until the first operation.
@@ -106,19 +107,26 @@ def store_from_url(url: str, *, timeout: float = 0.5, cooperative: bool = True) 
     raise ValueError(f"unsupported session store URL {_redact(url)!r}: accepted are {ACCEPTED_URLS}")
 
 
+_MEMORY_OPTIONS = ("max_entries", "max_bytes")
+
+
 def _memory_store(url: str, parts: SplitResult) -> MemoryStore:
     if parts.netloc or parts.path not in ("", "/") or parts.fragment:
-        raise ValueError(f"memory URL {url!r} takes no host or path: use memory:// or memory://?max_entries=N")
+        raise ValueError(
+            f"memory URL {url!r} takes no host or path: use memory:// or memory://?max_entries=N&max_bytes=N"
+        )
     options = _query(url, parts)
-    unknown = set(options) - {"max_entries"}
+    unknown = set(options) - set(_MEMORY_OPTIONS)
     if unknown:
-        raise ValueError(f"memory URL {url!r}: unknown option(s) {', '.join(sorted(unknown))}; known: max_entries")
-    if "max_entries" not in options:
-        return MemoryStore()
-    value = options["max_entries"]
-    if not (value.isascii() and value.isdigit()) or int(value) < 1:
-        raise ValueError(f"memory URL {url!r}: max_entries must be a positive integer, not {value!r}")
-    return MemoryStore(int(value))
+        raise ValueError(
+            f"memory URL {url!r}: unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(_MEMORY_OPTIONS)}"
+        )
+    for name, value in options.items():
+        if not (value.isascii() and value.isdigit()) or int(value) < 1:
+            raise ValueError(f"memory URL {url!r}: {name} must be a positive integer, not {value!r}")
+    return MemoryStore(
+        int(options.get("max_entries", DEFAULT_MAX_ENTRIES)), max_bytes=int(options.get("max_bytes", DEFAULT_MAX_BYTES))
+    )
 
 
 def _host_port(url: str, parts: SplitResult, default_port: int) -> tuple[str, int]:
