@@ -23,6 +23,7 @@ import os
 import selectors
 import shutil
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -30,7 +31,6 @@ from collections.abc import Callable, Iterator
 from typing import IO
 
 import gevent
-import gevent.subprocess
 import pytest
 
 HOST = "127.0.0.1"
@@ -67,7 +67,7 @@ class ServerProcess:
     def __init__(self, binary: str) -> None:
         self.binary = binary
         self.port = free_port()
-        self.process: gevent.subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._started = False
 
@@ -100,7 +100,9 @@ class ServerProcess:
         if _accepts(self.port):  # or the readiness check below would be fooled by someone else's server
             raise RuntimeError(f"port {self.port} is already in use")
         self._log = tempfile.TemporaryFile()
-        self.process = gevent.subprocess.Popen(self.argv(), stdout=self._log, stderr=self._log)
+        # the stdlib's Popen, not gevent's: gevent's child watcher would reap every child of the process from
+        # then on, and a later test's Popen.wait() would read exit status 0 for a child that failed (peers.py)
+        self.process = subprocess.Popen(self.argv(), stdout=self._log, stderr=self._log)
         deadline = time.monotonic() + START_TIMEOUT
         while not _accepts(self.port):
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -114,7 +116,9 @@ class ServerProcess:
         if self.process is not None:
             if self.process.poll() is None:
                 self.process.kill()
-            self.process.wait(timeout=START_TIMEOUT)
+            deadline = time.monotonic() + START_TIMEOUT
+            while self.process.poll() is None and time.monotonic() < deadline:
+                gevent.sleep(0.01)  # reaped by polling, so the hub goes on meanwhile
             self.process = None
         if self._log is not None:
             self._log.close()

@@ -48,9 +48,9 @@ pytestmark = pytest.mark.soak
 class LoadProcess:
     """`loadgen.main` in a child process, asked commands without blocking the server's hub.
 
-    A plain subprocess (`peers.Peer`), not ``multiprocessing``: other tests start
-    ``gevent.subprocess`` children, after which gevent's child watcher reaps every
-    child, and ``multiprocessing``'s ``join`` would never see this one exit.
+    A plain subprocess (`peers.Peer`, polled), not ``multiprocessing``: once anything
+    in the process starts a ``gevent.subprocess`` child, gevent's child watcher reaps
+    every child, and ``multiprocessing``'s ``join`` would never see this one exit.
     """
 
     def __init__(self, certs: Certificates) -> None:
