@@ -121,6 +121,7 @@ class TLSSocket:
         self._app_data: Any = None
         self._nread = ffi.new("size_t *")
         self._nwritten = ffi.new("size_t *")
+        self._write_lock = driver.lock()
         self._handle = ffi.new_handle(self)
         self.handshake_done = False
 
@@ -314,9 +315,24 @@ class TLSSocket:
 
     # -- writing ---------------------------------------------------------
 
+    # One writer at a time: a write waiting to be retried must be retried with the same buffer, so a
+    # second writer waits for the lock instead of calling SSL_write in between.  Readers do not take it.
+
     def send(self, data: Any, flags: int = 0) -> int:
         """Write all of *data* (OpenSSL writes whole buffers unless partial writes are on)."""
         _no_flags(flags)
+        with self._write_lock:
+            return self._write(data)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        """Write all of *data* before any other writer's."""
+        _no_flags(flags)
+        view = memoryview(data).cast("B")
+        with self._write_lock:
+            while view:
+                view = view[self._write(view) :]
+
+    def _write(self, data: Any) -> int:
         cbuf = ffi.from_buffer(data)
         if len(cbuf) == 0:
             return 0
@@ -325,11 +341,6 @@ class TLSSocket:
         if outcome.error != _OK:
             raise self._failure(outcome, "write failed")
         return int(self._nwritten[0])
-
-    def sendall(self, data: Any, flags: int = 0) -> None:
-        view = memoryview(data).cast("B")
-        while view:
-            view = view[self.send(view, flags) :]
 
     write = send
 
