@@ -585,7 +585,12 @@ class TLSSocket:
         sock = self._raw_sock
         try:
             if sock is not None and self._must_linger(sock):
-                linger(sock, self._io, self._linger)
+                self._io.close()  # whoever else waits on this connection is woken: it is closing
+                waiter = self._driver.io_waiter(sock)
+                try:
+                    linger(sock, waiter, self._linger)
+                finally:
+                    waiter.close()
         finally:
             self._detach()
             if sock is not None:
