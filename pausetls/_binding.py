@@ -17,22 +17,15 @@ __all__ = ["ffi", "lib", "ErrorEntry", "drain_error_queue", "restore_error_queue
 
 
 class ErrorEntry(NamedTuple):
-    """One entry of OpenSSL's error queue, as ERR_get_error_all reports it."""
+    """One entry of OpenSSL's error queue, copied out of it."""
 
     code: int
     file: Any  # const char * into OpenSSL's static strings: kept as the pointer, never copied
     line: int
     func: Any
     data: bytes
-
-    @property
-    def library(self) -> str:
-        return _c_string(lib.ERR_lib_error_string(self.code)) or "unknown library"
-
-    @property
-    def reason(self) -> str:
-        reason = _c_string(lib.ERR_reason_error_string(self.code))
-        return reason or f"reason({lib.ERR_GET_REASON(self.code)})"
+    library: str
+    reason: str
 
     def describe(self) -> str:
         text = f"{self.library}: {self.reason}"
@@ -45,22 +38,34 @@ def _c_string(ptr: Any) -> str:
     return "" if ptr == ffi.NULL else ffi.string(ptr).decode("utf-8", "replace")
 
 
-_file = ffi.new("const char **")
-_line = ffi.new("int *")
-_func = ffi.new("const char **")
-_data = ffi.new("const char **")
-_flags = ffi.new("int *")
+_new_batch = ffi.new_allocator(should_clear_after_alloc=False)
 
 
 def drain_error_queue() -> list[ErrorEntry]:
-    """Take every entry off this thread's error queue, oldest first."""
+    """Take every entry off this thread's error queue, oldest first.
+
+    One C call copies the queue into an array of this call's own (cffi releases the GIL around
+    it, so shared out-parameters would be overwritten by another thread's drain).
+    """
     entries: list[ErrorEntry] = []
+    batch = _new_batch("pausetls_err_entry[]", lib.PAUSETLS_ERR_BATCH)
     while True:
-        code = lib.ERR_get_error_all(_file, _line, _func, _data, _flags)
-        if code == 0:
+        count = lib.pausetls_err_drain(batch, lib.PAUSETLS_ERR_BATCH)
+        entries.extend(_entry(batch[i]) for i in range(count))
+        if count < lib.PAUSETLS_ERR_BATCH:
             return entries
-        data = b"" if _data[0] == ffi.NULL else ffi.string(_data[0])
-        entries.append(ErrorEntry(code, _file[0], _line[0], _func[0], data))
+
+
+def _entry(raw: Any) -> ErrorEntry:
+    return ErrorEntry(
+        int(raw.code),
+        raw.file,
+        int(raw.line),
+        raw.func,
+        ffi.string(raw.data),
+        _c_string(raw.library) or "unknown library",
+        _c_string(raw.reason) or f"reason({lib.ERR_GET_REASON(raw.code)})",
+    )
 
 
 def restore_error_queue(entries: list[ErrorEntry]) -> None:

@@ -263,8 +263,17 @@ void X509_NAME_free(X509_NAME *);
 X509 *sk_X509_value(const pausetls_x509_stack *, int);
 void OPENSSL_free(void *);
 
-unsigned long ERR_get_error_all(const char **, int *, const char **,
-                                const char **, int *);
+typedef struct {
+    unsigned long code;
+    const char *file;
+    int line;
+    const char *func;
+    const char *library;
+    const char *reason;
+    char data[...];
+} pausetls_err_entry;
+static const int PAUSETLS_ERR_BATCH;
+size_t pausetls_err_drain(pausetls_err_entry *, size_t);
 unsigned long ERR_peek_error(void);
 void ERR_clear_error(void);
 const char *ERR_reason_error_string(unsigned long);
@@ -297,6 +306,7 @@ SOURCE = r"""
 #include <openssl/x509v3.h>
 #include <openssl/crypto.h>
 #include <openssl/pem.h>
+#include <stdio.h>
 
 typedef STACK_OF(X509) pausetls_x509_stack;
 typedef STACK_OF(X509_NAME) pausetls_x509_name_stack;
@@ -321,6 +331,45 @@ static EVP_PKEY *pausetls_read_dh_params(const char *path)
 static void pausetls_x509_name_stack_free(pausetls_x509_name_stack *names)
 {
     sk_X509_NAME_pop_free(names, X509_NAME_free);
+}
+
+/* One error-queue entry, owned by the caller: `data` is copied (the queue's own copy belongs to
+   this thread's error state and is freed with it); file, func, library and reason point to
+   OpenSSL's static strings. */
+typedef struct {
+    unsigned long code;
+    const char *file;
+    int line;
+    const char *func;
+    const char *library;
+    const char *reason;
+    char data[256];
+} pausetls_err_entry;
+
+/* More than OpenSSL's queue holds (ERR_NUM_ERRORS is 16): one call usually drains it all. */
+#define PAUSETLS_ERR_BATCH 16
+
+/* Move up to `max` entries off this thread's error queue into `out`, oldest first, in one C call:
+   no out-parameter is shared between threads, and the GIL is released once. */
+static size_t pausetls_err_drain(pausetls_err_entry *out, size_t max)
+{
+    size_t n = 0;
+    while (n < max) {
+        const char *file = NULL, *func = NULL, *data = NULL;
+        int line = 0, flags = 0;
+        unsigned long code = ERR_get_error_all(&file, &line, &func, &data, &flags);
+        if (code == 0)
+            break;
+        pausetls_err_entry *entry = &out[n++];
+        entry->code = code;
+        entry->file = file;
+        entry->line = line;
+        entry->func = func;
+        entry->library = ERR_lib_error_string(code);
+        entry->reason = ERR_reason_error_string(code);
+        snprintf(entry->data, sizeof entry->data, "%s", data != NULL ? data : "");
+    }
+    return n;
 }
 
 /* Put one saved error back on the queue (ERR_set_error is variadic). */

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from ._job import Job
@@ -33,6 +34,9 @@ class Driver(Protocol):
 
     def io_waiter(self, sock: Any) -> IOWaiter:
         """A waiter for *sock*'s file descriptor."""
+
+    def lock(self) -> AbstractContextManager[Any]:
+        """A non-reentrant lock (``with lock:``); waiting for it blocks only the caller (a greenlet, a thread)."""
 
     def call_with_timeout(self, fn: Callable[..., Any], timeout: float, *args: Any) -> Any:
         """``fn(*args)``, raising `pausetls.TimeoutError` if it runs past *timeout* (where it can be cut)."""

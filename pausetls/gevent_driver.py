@@ -13,6 +13,7 @@ from typing import Any
 import gevent
 from gevent.event import Event
 from gevent.hub import get_hub
+from gevent.lock import Semaphore
 from gevent.socket import wait as _wait_watcher
 
 from ._job import Job
@@ -62,6 +63,9 @@ class GeventDriver:
 
     def io_waiter(self, sock: Any) -> _GeventIO:
         return _GeventIO(sock.fileno())
+
+    def lock(self) -> Semaphore:
+        return Semaphore()
 
     def call_with_timeout(self, fn: Callable[..., Any], timeout: float, *args: Any) -> Any:
         with gevent.Timeout(timeout, TimeoutError(f"timed out after {timeout} s")):

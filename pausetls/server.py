@@ -51,6 +51,10 @@ class TLSServer(StreamServer):  # type: ignore[misc]
     #: at a limit: "backlog" stops accepting (clients wait in the kernel's accept queue),
     #: "refuse" accepts and closes at once
     overload: str = "backlog"
+    #: on close after a fatal alert (or with the client's bytes unread): seconds and bytes to read and
+    #: discard before closing, so the client reads the alert instead of a TCP reset (0: off)
+    linger_timeout: float = 1.0
+    linger_bytes: int = 64 * 1024
 
     def __init__(
         self,
@@ -149,6 +153,7 @@ class TLSServer(StreamServer):  # type: ignore[misc]
         if self._refused(sock, address):
             return None
         tls = TLSSocket(self.context, sock, server_side=True, driver=gevent_driver)
+        tls.set_linger(self.linger_timeout, self.linger_bytes)
         try:
             if not self._handshake(tls, address):
                 return None
@@ -157,6 +162,8 @@ class TLSServer(StreamServer):  # type: ignore[misc]
             self.stats.record_connection_error(address, exc)
             return None
         finally:
+            if self.closed:
+                tls.set_linger(0)  # stopping: no grace beyond stop()'s own timeout
             tls.close()
 
     def _handshake(self, tls: TLSSocket, address: Any) -> bool:

@@ -80,6 +80,9 @@ class ThreadDriver:
     def io_waiter(self, sock: Any) -> _PollIO:
         return _PollIO(sock.fileno())
 
+    def lock(self) -> threading.Lock:
+        return threading.Lock()
+
     def call_with_timeout(self, fn: Callable[..., Any], timeout: float, *args: Any) -> Any:
         # a thread cannot be interrupted: the store's own socket timeouts bound the call
         return fn(*args)

@@ -57,6 +57,10 @@ class ThreadedTLSServer:
     handshake_timeout: float | None = 30.0
     #: seconds `stop` gives established connections when called without a timeout
     stop_timeout: float = 1.0
+    #: on close after a fatal alert (or with the client's bytes unread): seconds and bytes to read and
+    #: discard before closing, so the client reads the alert instead of a TCP reset (0: off)
+    linger_timeout: float = 1.0
+    linger_bytes: int = 64 * 1024
 
     def __init__(
         self,
@@ -278,6 +282,7 @@ class ThreadedTLSServer:
             self._release(sock)
             sock.close()
             return
+        tls.set_linger(self.linger_timeout, self.linger_bytes)
         try:
             if self._handshake(tls, sock, address):
                 self._handler(tls, address)
@@ -290,6 +295,8 @@ class ThreadedTLSServer:
             log.exception("handler failed: peer=%s", peer(address))  # its connection ends, never the server
         finally:
             self._release(sock)
+            if self._stopping.is_set():
+                tls.set_linger(0)  # stopping: no grace beyond stop()'s own timeout
             tls.close()
 
     def _handshake(self, tls: TLSSocket, sock: socket.socket, address: Any) -> bool:

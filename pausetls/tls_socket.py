@@ -36,6 +36,7 @@ from ._binding import ErrorEntry, drain_error_queue, ffi, lib
 from ._certs import CertificateLike, PrivateKeyLike, peercert_dict, use_pkey, use_x509, x509_der, x509_to_pyopenssl
 from ._driver import Driver
 from ._job import Job
+from ._linger import Linger, has_unread_bytes, linger
 from ._x509_names import names_of_stack, pyopenssl_name
 from .context import Context, VerifyCallback
 from .errors import (
@@ -123,6 +124,9 @@ class TLSSocket:
         self._app_data: Any = None
         self._nread = ffi.new("size_t *")
         self._nwritten = ffi.new("size_t *")
+        self._write_lock = driver.lock()
+        self._linger = Linger(timeout=0.0)  # off unless set_linger: servers turn it on
+        self._fatal_error = False  # OpenSSL failed this connection, and so queued a fatal alert
         self._handle = ffi.new_handle(self)
         self.handshake_done = False
 
@@ -168,6 +172,8 @@ class TLSSocket:
             ret = fn(ssl, *args)
             err_no = ffi.errno
             error = _OK if ret > 0 else lib.SSL_get_error(ssl, ret)
+            if error == _SSL:
+                self._fatal_error = True
             return _Outcome(ret, error, err_no, drain_error_queue() if error in (_SSL, _SYSCALL) else [])
 
         return self._in_job(call)
@@ -316,9 +322,24 @@ class TLSSocket:
 
     # -- writing ---------------------------------------------------------
 
+    # One writer at a time: a write waiting to be retried must be retried with the same buffer, so a
+    # second writer waits for the lock instead of calling SSL_write in between.  Readers do not take it.
+
     def send(self, data: Any, flags: int = 0) -> int:
         """Write all of *data* (OpenSSL writes whole buffers unless partial writes are on)."""
         _no_flags(flags)
+        with self._write_lock:
+            return self._write(data)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        """Write all of *data* before any other writer's."""
+        _no_flags(flags)
+        view = memoryview(data).cast("B")
+        with self._write_lock:
+            while view:
+                view = view[self._write(view) :]
+
+    def _write(self, data: Any) -> int:
         cbuf = ffi.from_buffer(data)
         if len(cbuf) == 0:
             return 0
@@ -327,11 +348,6 @@ class TLSSocket:
         if outcome.error != _OK:
             raise self._failure(outcome, "write failed")
         return int(self._nwritten[0])
-
-    def sendall(self, data: Any, flags: int = 0) -> None:
-        view = memoryview(data).cast("B")
-        while view:
-            view = view[self.send(view, flags) :]
 
     write = send
 
@@ -583,9 +599,31 @@ class TLSSocket:
         self._closed = True
         self._send_close_notify()
         sock = self._raw_sock
-        self._detach()
-        if sock is not None:
-            sock.close()
+        try:
+            if sock is not None and self._must_linger(sock):
+                self._io.close()  # whoever else waits on this connection is woken: it is closing
+                waiter = self._driver.io_waiter(sock)
+                try:
+                    linger(sock, waiter, self._linger)
+                finally:
+                    waiter.close()
+        finally:
+            self._detach()
+            if sock is not None:
+                sock.close()
+
+    def set_linger(self, timeout: float, max_bytes: int = 64 * 1024) -> None:
+        """On close, after a fatal alert or with the peer's bytes unread: shut down writing and read and
+        discard for up to *timeout* seconds and *max_bytes* bytes before closing, so the peer reads our
+        last bytes instead of a TCP reset.  0 turns it off (the default)."""
+        self._linger = Linger(timeout, max_bytes)
+
+    def _must_linger(self, sock: Any) -> bool:
+        """Only when we sent something the peer should read: an alert, or close_notify after data.
+        A timed-out or cancelled handshake sent neither, so its peer gets no grace."""
+        if not self._linger.enabled:
+            return False
+        return self._fatal_error or (self.handshake_done and has_unread_bytes(sock))
 
     def _detach(self) -> None:
         """Free the SSL object and the watchers; leave the socket to the caller."""

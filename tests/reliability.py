@@ -77,11 +77,14 @@ def healthy_client(port: int, ctx: ssl.SSLContext) -> Iterator[None]:
     assert client.get(timeout=GENEROUS) == b"ping"
 
 
-def client_hello() -> bytes:
-    """The first flight of a real CPython ssl client: one TLS record holding its ClientHello."""
+def client_hello(version: ssl.TLSVersion | None = None) -> bytes:
+    """The first flight of a real CPython ssl client (offering only *version*, if given): one TLS record
+    holding its ClientHello."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
+    if version is not None:
+        ctx.minimum_version = ctx.maximum_version = version
     outgoing = ssl.MemoryBIO()
     tls = ctx.wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname="localhost")
     with pytest.raises(ssl.SSLWantReadError):
