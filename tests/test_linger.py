@@ -24,6 +24,9 @@ from health import Watch
 from pki import PKI, Issued
 from reliability import HOST, client_hello, ping
 
+pytestmark = pytest.mark.timing  # CI also runs this file with every core hogged (tests/under_load.py)
+
+
 EXTRA = b"\x17\x03\x03\x40\x00" + bytes(16384)  # an application data record the server never reads
 ALERT_RECORD, FATAL = 21, 2
 
