@@ -42,6 +42,7 @@ OPTIONS = (
     "--session-store",
     "--session-key-file",
     "--session-timeout",
+    "--session-id-context",
     "--workers",
 )
 
