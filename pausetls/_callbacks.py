@@ -243,7 +243,7 @@ _SERVERNAME_OUTCOMES = (lib.SSL_TLSEXT_ERR_OK, lib.SSL_TLSEXT_ERR_ALERT_FATAL, l
 _CLIENT_HELLO_OUTCOMES = (lib.SSL_CLIENT_HELLO_SUCCESS, lib.SSL_CLIENT_HELLO_ERROR, lib.SSL_AD_HANDSHAKE_FAILURE)
 
 
-@ffi.def_extern(onerror=_report)
+@ffi.def_extern(onerror=_report, error=lib.SSL_TLSEXT_ERR_ALERT_FATAL)  # 0 would be SSL_TLSEXT_ERR_OK
 def pausetls_servername_cb(ssl: Any, alert: Any, arg: Any) -> int:
     """SNI (runs for every ClientHello, with or without SNI): the user's callback, then the session binding.
 

@@ -93,10 +93,8 @@ def requested_server_name(ssl: Any) -> str | None:
 def same_server_name(session: Any, requested: str | None) -> bool:
     """Was *session* made for the name the client asks for now (or both for none)?"""
     stored = lib.SSL_SESSION_get0_hostname(session)
-    name = None if stored == ffi.NULL else ffi.string(stored).decode("ascii", "replace")
-    return (name or None) == (requested or None) or (
-        name is not None and requested is not None and name.lower() == requested.lower()
-    )
+    name = "" if stored == ffi.NULL else ffi.string(stored).decode("ascii", "replace")
+    return name.lower() == (requested or "").lower()  # DNS names compare without case
 
 
 def session_id_context(session: Any) -> bytes:
