@@ -19,9 +19,10 @@ import pausetls
 from pausetls.sealing import SessionSealer
 from pausetls.stores import MemoryStore, SessionStore, store_from_url
 
-from conftest import make_server_context, stdlib_client_context, wait_until
+from conftest import echo_handler, make_server_context, stdlib_client_context, wait_until
+from peers import PeerGroup
 from pki import PKI, Issued
-from reliability import MUTUAL, connect_once, mutual_context
+from reliability import HOST, MUTUAL, client_cert_args, connect_once, mutual_context
 from served import Served, fetch_page, resumed_within, serve, session_key_file
 
 CACHES = ["openssl", "store"]  # OpenSSL's own cache and tickets, or pausetls' session cache
@@ -151,6 +152,50 @@ def test_sni_switch_to_a_context_with_the_same_policy_still_resumes(
     assert (reused, answer) == (False, b"x")
     assert resumes(server.server_port, client, session, "b.test")
     assert handled.seen[-1] == (vhost, b"b.test", True)
+
+
+def _s_client(
+    peers: PeerGroup, openssl: str, pki: PKI, client: Issued, port: int, version: int, *session: str
+) -> bytes:
+    """What ``openssl s_client`` presenting *client* printed for one connection (``-sess_out``/``-sess_in``)."""
+    flag = "-tls1_3" if version == pausetls.TLS1_3_VERSION else "-tls1_2"
+    argv = [openssl, "s_client", "-connect", f"{HOST}:{port}", "-CAfile", str(pki.ca_path), "-servername", "localhost"]
+    peer = peers.process([*argv, "-no_ign_eof", flag, *session, *client_cert_args(client, pki)])
+    peer.write(b"ping\n")
+    try:
+        peer.wait_output(b"ping\n")  # served: the handshake is done (and a TLS 1.3 ticket arrived before)
+        peer.close_stdin()
+    except AssertionError:
+        pass  # refused: s_client ends by itself
+    peer.wait()
+    return bytes(peer.stdout.data)
+
+
+def test_s_client_resuming_a_ca_a_session_where_sni_now_requires_ca_b_is_refused(
+    tmp_path: Path,
+    openssl: str,
+    peers: PeerGroup,
+    pki: PKI,
+    other_pki: PKI,
+    server_cert: Issued,
+    client_cert: Issued,
+    start_server: Any,
+    tls_version: int,
+) -> None:
+    front = mutual_context(pki, server_cert, tls_version, None)
+    strict = mutual_context(other_pki, server_cert, tls_version, None)
+    use_strict = False
+    front.set_tlsext_servername_callback(lambda conn: conn.set_context(strict) if use_strict else None)
+    port = start_server(front, echo_handler).server_port
+    saved = str(tmp_path / "session.pem")
+    first = _s_client(peers, openssl, pki, client_cert, port, tls_version, "-sess_out", saved)
+    assert b"\nNew, " in first and b"ping\n" in first
+    again = _s_client(peers, openssl, pki, client_cert, port, tls_version, "-sess_in", saved)
+    assert b"\nReused, " in again and b"ping\n" in again  # legitimate: same policy
+
+    use_strict = True
+    attack = _s_client(peers, openssl, pki, client_cert, port, tls_version, "-sess_in", saved)
+    assert b"\nReused, " not in attack and b"ping\n" not in attack, attack.decode(errors="replace")
 
 
 # -- two servers sharing one store -------------------------------------------------------------
