@@ -33,6 +33,9 @@ typedef ... BIO;
 typedef ... pausetls_x509_stack;
 typedef ... X509_NAME;
 typedef ... pausetls_x509_name_stack;
+typedef ... X509_STORE;
+typedef ... X509_OBJECT;
+typedef ... pausetls_x509_object_stack;
 typedef ... pem_password_cb;
 
 static const long OPENSSL_VERSION_NUMBER;
@@ -93,6 +96,11 @@ static const long SSL_SESS_CACHE_NO_INTERNAL;
 static const int X509_V_OK;
 static const int X509_V_ERR_APPLICATION_VERIFICATION;
 static const int X509_V_ERR_CERT_REJECTED;
+static const int X509_V_ERR_UNSPECIFIED;
+static const int X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT;
+static const int X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY;
+static const int X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN;
+static const int X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT;
 static const unsigned int X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS;
 
 static const int SSL_TLSEXT_ERR_OK;
@@ -102,6 +110,7 @@ static const int SSL_CLIENT_HELLO_SUCCESS;
 static const int SSL_CLIENT_HELLO_ERROR;
 static const int SSL_AD_HANDSHAKE_FAILURE;
 static const int SSL_AD_BAD_CERTIFICATE;
+static const int SSL_AD_UNKNOWN_CA;
 static const int SSL_AD_ACCESS_DENIED;
 static const int SSL_AD_INTERNAL_ERROR;
 static const int SSL_AD_UNRECOGNIZED_NAME;
@@ -213,6 +222,8 @@ int SSL_version(const SSL *);
 void SSL_get0_alpn_selected(const SSL *, const unsigned char **, unsigned int *);
 int SSL_session_reused(const SSL *);
 long SSL_get_verify_result(const SSL *);
+int SSL_get_verify_depth(const SSL *);
+int SSL_CTX_get_verify_depth(const SSL_CTX *);
 void SSL_set_verify(SSL *, int, int (*)(int, X509_STORE_CTX *));
 int SSL_get_verify_mode(const SSL *);
 int SSL_renegotiate(SSL *);
@@ -224,6 +235,8 @@ SSL_CTX *SSL_set_SSL_CTX(SSL *, SSL_CTX *);
 SSL_SESSION *SSL_get1_session(SSL *);
 SSL_SESSION *SSL_get_session(const SSL *);
 const unsigned char *SSL_SESSION_get0_id_context(const SSL_SESSION *, unsigned int *);
+int SSL_SESSION_set1_id_context(SSL_SESSION *, const unsigned char *, unsigned int);
+const char *SSL_SESSION_get0_hostname(const SSL_SESSION *);
 long SSL_SESSION_get_timeout(const SSL_SESSION *);
 int SSL_set_session(SSL *, SSL_SESSION *);
 void SSL_SESSION_free(SSL_SESSION *);
@@ -234,6 +247,14 @@ const unsigned char *SSL_SESSION_get_id(const SSL_SESSION *, unsigned int *);
 size_t SSL_SESSION_get_master_key(const SSL_SESSION *, unsigned char *, size_t);
 
 X509 *X509_STORE_CTX_get_current_cert(const X509_STORE_CTX *);
+X509_STORE *SSL_CTX_get_cert_store(const SSL_CTX *);
+pausetls_x509_object_stack *X509_STORE_get0_objects(X509_STORE *);
+int sk_X509_OBJECT_num(const pausetls_x509_object_stack *);
+X509_OBJECT *sk_X509_OBJECT_value(const pausetls_x509_object_stack *, int);
+X509 *X509_OBJECT_get0_X509(const X509_OBJECT *);
+void SSL_CTX_set_cert_verify_callback(SSL_CTX *, int (*)(X509_STORE_CTX *, void *), void *);
+int pausetls_cert_verify_cb(X509_STORE_CTX *, void *);
+int pausetls_verify_peer_again(SSL *, int (*)(int, X509_STORE_CTX *));
 int X509_STORE_CTX_get_error(const X509_STORE_CTX *);
 void X509_STORE_CTX_set_error(X509_STORE_CTX *, int);
 int X509_STORE_CTX_get_error_depth(const X509_STORE_CTX *);
@@ -371,6 +392,7 @@ static size_t pausetls_err_drain(pausetls_err_entry *out, size_t max)
     }
     return n;
 }
+typedef STACK_OF(X509_OBJECT) pausetls_x509_object_stack;
 
 /* Put one saved error back on the queue (ERR_set_error is variadic). */
 static void pausetls_err_restore(unsigned long code, const char *file, int line,
@@ -382,6 +404,119 @@ static void pausetls_err_restore(unsigned long code, const char *file, int line,
         ERR_set_error(ERR_GET_LIB(code), ERR_GET_REASON(code), "%s", data);
     else
         ERR_set_error(ERR_GET_LIB(code), ERR_GET_REASON(code), NULL);
+}
+
+/*
+ * Sessions keep the peer's certificate but not its chain (i2d_SSL_SESSION drops it), so a
+ * resumed peer could not be verified again when its certificate comes from an intermediate.
+ * The intermediates of the verified chain ride along in the session's ticket appdata, which
+ * tickets and i2d_SSL_SESSION both carry; they are only ever used as untrusted certificates.
+ */
+static int pausetls_keep_intermediates(SSL_SESSION *sess, STACK_OF(X509) *chain)
+{
+    int i, n = chain == NULL ? 0 : sk_X509_num(chain);
+    size_t total = 0;
+    unsigned char *buf, *p;
+    int ok;
+
+    for (i = 1; i < n; i++) {
+        int len = i2d_X509(sk_X509_value(chain, i), NULL);
+        if (len <= 0)
+            return 0;
+        total += (size_t)len;
+    }
+    if (total == 0)
+        return SSL_SESSION_set1_ticket_appdata(sess, NULL, 0);
+    buf = OPENSSL_malloc(total);
+    if (buf == NULL)
+        return 0;
+    for (p = buf, i = 1; i < n; i++)
+        i2d_X509(sk_X509_value(chain, i), &p);
+    ok = SSL_SESSION_set1_ticket_appdata(sess, buf, total);
+    OPENSSL_free(buf);
+    return ok;
+}
+
+/* SSL_CTX_set_cert_verify_callback: OpenSSL's own verification, then (server) keep the chain. */
+static int pausetls_cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
+{
+    SSL *s = X509_STORE_CTX_get_ex_data(sctx, SSL_get_ex_data_X509_STORE_CTX_idx());
+    int ok = X509_verify_cert(sctx);
+
+    if (ok > 0 && s != NULL && SSL_is_server(s) && SSL_get_session(s) != NULL
+        && !pausetls_keep_intermediates(SSL_get_session(s), X509_STORE_CTX_get0_chain(sctx))) {
+        X509_STORE_CTX_set_error(sctx, X509_V_ERR_OUT_OF_MEM);
+        return 0;
+    }
+    return ok;
+}
+
+/* The untrusted certificates of a resumed peer: what it sent (in-memory sessions) and what
+   pausetls_keep_intermediates kept.  NULL when out of memory or the kept data is damaged. */
+static STACK_OF(X509) *pausetls_session_untrusted(SSL *s)
+{
+    STACK_OF(X509) *out = sk_X509_new_null();
+    STACK_OF(X509) *sent = SSL_get_peer_cert_chain(s);
+    void *data = NULL;
+    size_t len = 0;
+    const unsigned char *p, *end;
+    int i;
+
+    if (out == NULL)
+        return NULL;
+    for (i = 0; sent != NULL && i < sk_X509_num(sent); i++)
+        if (!X509_add_cert(out, sk_X509_value(sent, i), X509_ADD_FLAG_UP_REF))
+            goto fail;
+    if (!SSL_SESSION_get0_ticket_appdata(SSL_get_session(s), &data, &len) || data == NULL)
+        return out;
+    for (p = data, end = p + len; p < end;) {
+        X509 *x = d2i_X509(NULL, &p, (long)(end - p));
+        if (x == NULL || !sk_X509_push(out, x)) {
+            X509_free(x);
+            goto fail;
+        }
+    }
+    return out;
+fail:
+    sk_X509_pop_free(out, X509_free);
+    return NULL;
+}
+
+/*
+ * Verify a resumed session's peer certificate again, as ssl_verify_cert_chain does for a full
+ * handshake: the trust store of the SSL's context now (after an SNI switch: the new one), the
+ * SSL's verify parameters, the ssl_client purpose, and *cb* as the verify callback.  OpenSSL
+ * itself never verifies on resumption.  Returns the X509_V_* result; never X509_V_OK on failure.
+ */
+static int pausetls_verify_peer_again(SSL *s, int (*cb)(int, X509_STORE_CTX *))
+{
+    X509 *leaf = SSL_get0_peer_certificate(s);
+    X509_STORE_CTX *sctx = X509_STORE_CTX_new();
+    STACK_OF(X509) *untrusted = leaf == NULL ? NULL : pausetls_session_untrusted(s);
+    X509_VERIFY_PARAM *param;
+    int result = X509_V_ERR_UNSPECIFIED;
+
+    if (sctx == NULL || untrusted == NULL
+        || !X509_STORE_CTX_init(sctx, SSL_CTX_get_cert_store(SSL_get_SSL_CTX(s)), leaf, untrusted)
+        || !X509_STORE_CTX_set_ex_data(sctx, SSL_get_ex_data_X509_STORE_CTX_idx(), s))
+        goto end;
+    param = X509_STORE_CTX_get0_param(sctx);
+    X509_STORE_CTX_set_default(sctx, "ssl_client");
+    X509_VERIFY_PARAM_set1(param, SSL_get0_param(s));
+    X509_VERIFY_PARAM_set_auth_level(param, SSL_get_security_level(s));
+    X509_STORE_CTX_set_verify_cb(sctx, cb);
+    if (X509_verify_cert(sctx) > 0) {
+        result = X509_V_OK;
+    } else {
+        result = X509_STORE_CTX_get_error(sctx);
+        if (result == X509_V_OK)
+            result = X509_V_ERR_UNSPECIFIED;
+    }
+    SSL_set_verify_result(s, result);
+end:
+    X509_STORE_CTX_free(sctx);
+    sk_X509_pop_free(untrusted, X509_free);
+    return result;
 }
 """
 

@@ -16,6 +16,7 @@ from typing import Any
 from ._binding import ffi, lib
 from ._certs import x509_to_pyopenssl
 from ._job import Job, pause
+from ._session_binding import refusal_alert, requested_server_name, same_server_name, settle_session
 from .client_hello import read_client_hello
 from .context import NO_OVERLAPPING_PROTOCOLS, context_of
 from .errors import Alert
@@ -185,6 +186,11 @@ def pausetls_session_get_cb(ssl: Any, data: Any, length: int, copy: Any) -> Any:
         cache.record_rejected("session id or session id context differs from the one looked up")
         cache.record_hit(False)
         return ffi.NULL
+    if not same_server_name(session, conn.requested_server_name):
+        lib.SSL_SESSION_free(session)  # a miss, not a refusal: the client gets a full handshake
+        cache.record_rejected("made for another server name than the client asks for")
+        cache.record_hit(False)
+        return ffi.NULL
     cache.record_hit(True)
     return session
 
@@ -237,15 +243,37 @@ _SERVERNAME_OUTCOMES = (lib.SSL_TLSEXT_ERR_OK, lib.SSL_TLSEXT_ERR_ALERT_FATAL, l
 _CLIENT_HELLO_OUTCOMES = (lib.SSL_CLIENT_HELLO_SUCCESS, lib.SSL_CLIENT_HELLO_ERROR, lib.SSL_AD_HANDSHAKE_FAILURE)
 
 
-@ffi.def_extern(onerror=_report)
+@ffi.def_extern(onerror=_report, error=lib.SSL_TLSEXT_ERR_ALERT_FATAL)  # 0 would be SSL_TLSEXT_ERR_OK
 def pausetls_servername_cb(ssl: Any, alert: Any, arg: Any) -> int:
-    """SNI: OK, or a fatal alert (unrecognized_name when the callback returns False)."""
-    return _hook_with_alert(ssl, alert, "servername", _SERVERNAME_OUTCOMES, _no_arguments)
+    """SNI (runs for every ClientHello, with or without SNI): the user's callback, then the session binding.
+
+    OK, or a fatal alert: unrecognized_name when the callback returns False,
+    and the `_session_binding` alert when a resumed session must not be used.
+    """
+    status = _hook_with_alert(ssl, alert, "servername", _SERVERNAME_OUTCOMES, _no_arguments)
+    conn = connection_of(ssl)
+    if status != lib.SSL_TLSEXT_ERR_OK or conn is None:
+        return status
+    job = _job_of(conn)
+    ran, refusal = job.run_callback("session binding", True, settle_session, conn)
+    if ran and refusal is None:
+        return status
+    if refusal is not None:
+        if job.exception is None:  # else a verify callback raised while the peer was verified again
+            job.exception = refusal
+        alert[0] = refusal_alert(refusal)
+    else:
+        alert[0] = lib.SSL_AD_INTERNAL_ERROR
+    return int(lib.SSL_TLSEXT_ERR_ALERT_FATAL)
 
 
 @ffi.def_extern(onerror=_report)
 def pausetls_client_hello_cb(ssl: Any, alert: Any, arg: Any) -> int:
-    """Client hello: success, or an error with an alert (handshake_failure when the callback returns False)."""
+    """Client hello: note the name the client asks for, then the user's callback: success, or an error
+    with an alert (handshake_failure when the callback returns False)."""
+    conn = connection_of(ssl)
+    if conn is not None:
+        conn.requested_server_name = requested_server_name(ssl)
     return _hook_with_alert(ssl, alert, "client_hello", _CLIENT_HELLO_OUTCOMES, lambda ssl: (read_client_hello(ssl),))
 
 
@@ -301,19 +329,3 @@ def _check_stapled(conn: TLSSocket, callback: Any, data: Any) -> int:
     if not ran:
         return -1  # an internal error: the handshake fails
     return 1 if accepted else 0
-
-
-def verify_resumed_peer(conn: TLSSocket) -> bool:
-    """Ask the verify callback about the peer certificate of a resumed session.
-
-    OpenSSL does not verify when a session resumes, so a certificate the
-    callback rejects now would get back in through a session made before.
-    The callback sees the session's leaf as one OpenSSL accepted (depth 0,
-    ``X509_V_OK``, ok=1).  True when there is no callback or no certificate.
-    """
-    callback = conn.verify_callback()
-    cert = None if callback is None else conn.get_peer_certificate()
-    if callback is None or cert is None:
-        return True
-    ran, accepted = _run_hook(conn, "verify", callback, conn, cert, lib.X509_V_OK, 0, 1, returns=_VERDICT)
-    return ran and bool(accepted)

@@ -80,6 +80,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _session_id_context(text: str) -> bytes:
+    value = text.encode("utf-8")
+    if not 0 < len(value) <= 32:
+        raise argparse.ArgumentTypeError(f"must be 1-32 bytes, not {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pausetls", description="Tools for pausetls, TLS for gevent servers.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -150,6 +157,15 @@ def _add_serve_parser(commands: Any) -> None:
         default=0.5,
         metavar="SECONDS",
         help="Longest a handshake waits on the session store before a full handshake (default: %(default)s).",
+    )
+    serve.add_argument(
+        "--session-id-context",
+        type=_session_id_context,
+        metavar="TEXT",
+        help="Resume sessions made by any server with this same TEXT (1-32 bytes), even if its --cafile or "
+        "--require-client-cert differ; client certificates are still verified against this server's "
+        "--cafile. By default a digest of the client-certificate policy, so only servers with the same "
+        "policy share sessions.",
     )
     serve.add_argument(
         "--workers",
@@ -233,6 +249,8 @@ def _install_session_cache(args: argparse.Namespace, context: Context) -> None:
     store = store_from_url(args.session_store, timeout=args.session_timeout)
     sealer = SessionSealer.from_file(args.session_key_file) if args.session_key_file else SessionSealer.generate()
     context.set_session_cache(store, timeout=args.session_timeout, sealer=sealer)
+    if args.session_id_context is not None:
+        context.set_session_id(args.session_id_context)
 
 
 def _family(host: str) -> int:

@@ -11,6 +11,7 @@ from OpenSSL import crypto
 from . import _live
 from ._binding import drain_error_queue, ffi, lib
 from ._certs import CertificateLike, PrivateKeyLike, new_x509, use_pkey, use_x509
+from ._session_binding import policy_session_id
 from ._x509_names import NameLike, names_of_stack, new_name_stack
 from .constants import FILETYPE_PEM, TLS_CLIENT_METHOD, TLS_METHOD, TLS_SERVER_METHOD
 from .errors import Error
@@ -45,9 +46,10 @@ NO_OVERLAPPING_PROTOCOLS = _NoOverlappingProtocols()
 """Returned by an ALPN select callback: continue the handshake without ALPN (pyOpenSSL's name)."""
 
 DEFAULT_SESSION_ID = b"pausetls"
-"""Prefix of the session id context every Context gets until `set_session_id` is called:
-``b"pausetls:verify=<mode>"``, so a server that verifies clients can resume sessions, and a
-session made without client authentication never resumes where it is required."""
+"""Prefix of what the default session id context digests (until `set_session_id` is called):
+SHA-256 of the verify mode and depth, the trusted client CAs and, after
+`Context.bind_sessions_to_context`, a random nonce of the Context; so a session
+resumes only where the same clients would be let in by a full handshake."""
 
 _METHODS = {
     TLS_METHOD: lib.TLS_method,
@@ -77,7 +79,8 @@ def context_of(ptr: Any) -> Context | None:
 class Context:
     """Settings shared by many TLS connections (an ``SSL_CTX``).
 
-    Server contexts get a session id context (`DEFAULT_SESSION_ID`), release
+    Server contexts get a session id context digesting their client policy
+    (`DEFAULT_SESSION_ID`), release
     idle buffers (``SSL_MODE_RELEASE_BUFFERS``) and refuse compression.
     Every context starts at TLS >= 1.2 with the cipher list and groups of
     `pausetls.tls_defaults` (Mozilla intermediate for servers, CPython's
@@ -116,7 +119,15 @@ class Context:
         self.session_cache: SessionCache | None = None
         self._session_id = b""
         self._session_id_chosen = False
-        self._apply_session_id(_default_session_id(0))
+        self._lazy_trust_sources: list[bytes] = []  # capath directories: their certificates load on demand
+        self._session_nonce = b""
+        self._session_policy_changed()
+        # always installed: they capture the requested server name, bind new sessions to the
+        # context chosen by SNI and check resumed ones (`_session_binding`); each chains to the
+        # user's callback when there is one
+        lib.SSL_CTX_set_client_hello_cb(self._ctx, lib.pausetls_client_hello_cb, ffi.NULL)
+        lib.SSL_CTX_set_tlsext_servername_callback(self._ctx, lib.pausetls_servername_cb)
+        lib.SSL_CTX_set_cert_verify_callback(self._ctx, lib.pausetls_cert_verify_cb, ffi.NULL)
 
     # -- certificates and keys -------------------------------------------
 
@@ -180,6 +191,9 @@ class Context:
             ),
             "cannot load verify locations",
         )
+        if capath is not None:
+            self._lazy_trust_sources.append(b"capath:" + _path(capath))
+        self._session_policy_changed()
         if cafile is not None and not self._client_ca_list_chosen:
             self._add_client_ca_file(_path(cafile))
 
@@ -215,6 +229,8 @@ class Context:
 
     def set_default_verify_paths(self) -> None:
         _check(lib.SSL_CTX_set_default_verify_paths(self._ctx), "cannot set default verify paths")
+        self._lazy_trust_sources.append(b"default-verify-paths")
+        self._session_policy_changed()
 
     def set_verify(self, mode: int, callback: VerifyCallback | None = None) -> None:
         """Set the verify mode, and optionally ``callback(conn, x509, errnum, errdepth, ok)``.
@@ -224,16 +240,16 @@ class Context:
         certificate, False rejects it; an exception rejects it too, and is
         re-raised from the handshake, and so does an answer that is not a
         bool or an int.  Fails closed.  OpenSSL does not verify a resumed
-        session; pausetls then calls the callback once with the session's
-        peer certificate (depth 0, ok 1), so one it rejects now stays out.
+        session; pausetls verifies the session's peer certificate again
+        against the trust store in force, calling the callback as in a full
+        handshake (real ``ok`` and error), so one rejected now stays out.
         """
         if callback is not None and not callable(callback):
             raise TypeError("callback must be callable")
         self._verify_callback = callback
         cb = ffi.NULL if callback is None else lib.pausetls_verify_cb
         lib.SSL_CTX_set_verify(self._ctx, mode, cb)
-        if not self._session_id_chosen:
-            self._apply_session_id(_default_session_id(mode))
+        self._session_policy_changed()
 
     def get_verify_mode(self) -> int:
         return int(lib.SSL_CTX_get_verify_mode(self._ctx))
@@ -243,6 +259,7 @@ class Context:
 
     def set_verify_depth(self, depth: int) -> None:
         lib.SSL_CTX_set_verify_depth(self._ctx, depth)
+        self._session_policy_changed()
 
     # -- protocol --------------------------------------------------------
 
@@ -360,11 +377,29 @@ class Context:
     def set_session_id(self, buf: bytes) -> None:
         """Session id context: sessions resume only on contexts with the same one.
 
-        Give each policy its own (who may connect, which client CAs): OpenSSL
-        does not re-check client authentication when a session resumes.
+        It replaces the default, a digest of this context's client policy
+        (`DEFAULT_SESSION_ID`), and is not recomputed when the policy changes:
+        choose one to share sessions deliberately between contexts or servers
+        whose policies differ.  A resumed peer is still verified again against
+        the trust store in force.
         """
         self._apply_session_id(buf)
         self._session_id_chosen = True
+
+    def bind_sessions_to_context(self) -> None:
+        """Let sessions made on this Context resume only on this Context (not on another with the same policy).
+
+        Mixes a random nonce of this Context into the default session id
+        context; has no effect after `set_session_id`.
+        """
+        self._session_nonce = os.urandom(16)
+        self._session_policy_changed()
+
+    def _session_policy_changed(self) -> None:
+        """Recompute the default session id context after a change to who may connect."""
+        if not self._session_id_chosen:
+            digest = policy_session_id(self._ctx, DEFAULT_SESSION_ID, self._lazy_trust_sources, self._session_nonce)
+            self._apply_session_id(digest)
 
     def _apply_session_id(self, buf: bytes) -> None:
         if len(buf) > 32:
@@ -456,10 +491,6 @@ class Context:
 
     def get_app_data(self) -> Any:
         return self._app_data
-
-
-def _default_session_id(verify_mode: int) -> bytes:
-    return DEFAULT_SESSION_ID + b":verify=%d" % verify_mode
 
 
 def _text(value: str | bytes) -> bytes:

@@ -129,6 +129,7 @@ class TLSSocket:
         self._fatal_error = False  # OpenSSL failed this connection, and so queued a fatal alert
         self._handle = ffi.new_handle(self)
         self.handshake_done = False
+        self.requested_server_name: str | None = None  # server: SNI of the ClientHello being processed
 
         sock.setblocking(False)
         lib.ERR_clear_error()
@@ -238,19 +239,7 @@ class TLSSocket:
         outcome = self._retry(lib.SSL_do_handshake)
         if outcome.error != _OK:
             raise self._failure(outcome, "handshake failed")
-        if not self.handshake_done and self.session_reused:
-            self._verify_resumed_peer()
         self.handshake_done = True
-
-    def _verify_resumed_peer(self) -> None:
-        """OpenSSL skips verification when a session resumes: the verify callback is asked again about the
-        session's certificate, so one it rejects now does not get in through a session made before."""
-        from ._callbacks import verify_resumed_peer  # which imports this module
-
-        if not self._in_job(lambda: verify_resumed_peer(self)):
-            code = lib.X509_V_ERR_APPLICATION_VERIFICATION
-            text = ffi.string(lib.X509_verify_cert_error_string(code)).decode()
-            raise VerificationError("handshake failed: resumed session", [], code, text)
 
     def _ensure_handshake(self) -> None:
         if not self.handshake_done:
@@ -444,6 +433,9 @@ class TLSSocket:
 
     def get_servername(self) -> bytes | None:
         """The SNI name the client sent (server) or will send (client)."""
+        if self.server_side and self.requested_server_name is not None:
+            # not SSL_get_servername: on a TLS 1.2 resumption that answers the session's name
+            return self.requested_server_name.encode("ascii", "replace") or None
         name = ffi.NULL if self._ssl is None else lib.SSL_get_servername(self._ssl, 0)
         return None if name == ffi.NULL else ffi.string(name)
 
@@ -653,8 +645,8 @@ class TLSSocket:
 def _raise_from_callback(job: Job) -> None:
     exc = job.exception
     assert exc is not None
-    if not isinstance(exc, Exception) or isinstance(exc, Alert):
-        raise exc  # Timeout, GreenletExit, KeyboardInterrupt and deliberate alerts pass as they are
+    if not isinstance(exc, Exception) or isinstance(exc, (Alert, VerificationError)):
+        raise exc  # Timeout, GreenletExit, KeyboardInterrupt, alerts and verification failures pass as they are
     raise CallbackError(job.failed_callback or "unknown", exc) from exc
 
 

@@ -56,12 +56,12 @@ def outcome(port: int, ctx: ssl.SSLContext) -> bytes | str:
 
 
 def connect_once(
-    port: int, ctx: ssl.SSLContext, session: ssl.SSLSession | None = None
+    port: int, ctx: ssl.SSLContext, session: ssl.SSLSession | None = None, server_hostname: str = "localhost"
 ) -> tuple[ssl.SSLSession | None, bool, bytes]:
     """(session, reused, the server's answer) of one connection; the answer is b"" when the server refused."""
     with gevent.socket.create_connection((HOST, port), timeout=GENEROUS) as sock:
         try:
-            with ctx.wrap_socket(sock, server_hostname="localhost", session=session) as tls:
+            with ctx.wrap_socket(sock, server_hostname=server_hostname, session=session) as tls:
                 tls.sendall(b"x")
                 answer = tls.recv(10)  # TLS 1.3: the session ticket comes with it
                 return tls.session, bool(tls.session_reused), answer

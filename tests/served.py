@@ -7,6 +7,8 @@ import os
 import queue
 import re
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -17,8 +19,10 @@ from typing import Any
 import pytest
 
 import pausetls
+from pausetls.sealing import SessionSealer
 
 from gates import GENEROUS
+from pki import Issued
 
 
 def pausetls_env(**extra: str) -> dict[str, str]:
@@ -32,6 +36,7 @@ SERVING = re.compile(
 )
 SELF_SIGNED = re.compile(r"self-signed certificate .* \(SHA-256 fingerprint (?P<fingerprint>[0-9A-F:]{95})\)$")
 COUNTERS = re.compile(r"^pausetls: stopped; counters: (?P<json>\{.*\})$")
+ROW = re.compile(r"^(?P<label>[^:]+):\s+(?P<value>.*)$", re.M)
 
 
 class Served:
@@ -106,3 +111,40 @@ class Served:
         self._reader.join(10)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+def fetch_page(port: int, ctx: ssl.SSLContext, session: ssl.SSLSession | None = None) -> tuple[dict[str, str], Any]:
+    """GET the info page of ``pausetls serve`` with a blocking stdlib client (the servers are other processes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=GENEROUS) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
+            tls.sendall(b"GET /?format=text HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            response = b""
+            while chunk := tls.recv(65536):
+                response += chunk
+            body = response.split(b"\r\n\r\n", 1)[1].decode()
+            return {m["label"]: m["value"] for m in ROW.finditer(body)}, tls.session
+
+
+def serve(tmp_path: Path, name: str, server_cert: Issued, store_url: str, key_file: Path, *extra: str) -> Served:
+    args = ["--cert", str(server_cert.chain_path), "--key", str(server_cert.key_path)]
+    args += ["--session-store", store_url, "--session-key-file", str(key_file), *extra]
+    return Served(args, tmp_path / name)
+
+
+def resumed_within(
+    port: int, ctx: ssl.SSLContext, session: ssl.SSLSession, seconds: float = GENEROUS
+) -> dict[str, str]:
+    """The first page fetched with *session* that resumed (the session is stored asynchronously)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        page, _ = fetch_page(port, ctx, session)
+        if page["Session resumed"] == "yes" or time.monotonic() > deadline:
+            return page
+        time.sleep(0.05)
+
+
+def session_key_file(directory: Path) -> Path:
+    """A ``--session-key-file`` with one fresh key."""
+    path = directory / "session-keys"
+    path.write_text(SessionSealer.new_key_line(1) + "\n")
+    return path

@@ -43,6 +43,7 @@ OPTIONS = (
     "--session-store",
     "--session-key-file",
     "--session-timeout",
+    "--session-id-context",
     "--workers",
 )
 

@@ -13,16 +13,13 @@ import gevent
 import pytest
 
 import pausetls
-from pausetls.sealing import SessionSealer
 from pausetls.stores import MemcachedStore
 
 from conftest import make_server_context, stdlib_client_context, wait_until
 from gates import GENEROUS
 from pki import PKI, Issued
-from served import Served
+from served import fetch_page, resumed_within, serve, session_key_file
 from servers import MemcachedServer
-
-ROW = re.compile(r"^(?P<label>[^:]+):\s+(?P<value>.*)$", re.M)
 
 
 @pytest.fixture(params=["memcached", "redis"])
@@ -30,41 +27,9 @@ def store_server(request: pytest.FixtureRequest) -> Any:
     return request.getfixturevalue(f"{request.param}_server")
 
 
-def fetch_page(port: int, ctx: ssl.SSLContext, session: ssl.SSLSession | None = None) -> tuple[dict[str, str], Any]:
-    """GET the info page of ``pausetls serve`` with a blocking stdlib client (the servers are other processes)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
-            tls.sendall(b"GET /?format=text HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            response = b""
-            while chunk := tls.recv(65536):
-                response += chunk
-            body = response.split(b"\r\n\r\n", 1)[1].decode()
-            return {m["label"]: m["value"] for m in ROW.finditer(body)}, tls.session
-
-
-def serve(tmp_path: Path, name: str, server_cert: Issued, store_url: str, key_file: Path, *extra: str) -> Served:
-    args = ["--cert", str(server_cert.chain_path), "--key", str(server_cert.key_path)]
-    args += ["--session-store", store_url, "--session-key-file", str(key_file), *extra]
-    return Served(args, tmp_path / name)
-
-
-def resumed_within(
-    port: int, ctx: ssl.SSLContext, session: ssl.SSLSession, seconds: float = GENEROUS
-) -> dict[str, str]:
-    """The first page fetched with *session* that resumed (the session is stored asynchronously)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        page, _ = fetch_page(port, ctx, session)
-        if page["Session resumed"] == "yes" or time.monotonic() > deadline:
-            return page
-        time.sleep(0.05)
-
-
 @pytest.fixture
 def key_file(tmp_path: Path) -> Path:
-    path = tmp_path / "session-keys"
-    path.write_text(SessionSealer.new_key_line(1) + "\n")
-    return path
+    return session_key_file(tmp_path)
 
 
 def test_a_session_made_by_one_server_process_resumes_on_another(
