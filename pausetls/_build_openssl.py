@@ -223,6 +223,7 @@ void SSL_get0_alpn_selected(const SSL *, const unsigned char **, unsigned int *)
 int SSL_session_reused(const SSL *);
 long SSL_get_verify_result(const SSL *);
 int SSL_get_verify_depth(const SSL *);
+void SSL_set_verify_depth(SSL *, int);
 int SSL_CTX_get_verify_depth(const SSL_CTX *);
 void SSL_set_verify(SSL *, int, int (*)(int, X509_STORE_CTX *));
 int SSL_get_verify_mode(const SSL *);

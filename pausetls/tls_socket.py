@@ -121,6 +121,7 @@ class TLSSocket:
         self._close_after_job = False
         self._io_refs = 0
         self._verify_callback: VerifyCallback | None = None
+        self._verify_chosen = False  # set_verify on this connection: set_context keeps it
         self._app_data: Any = None
         self._nread = ffi.new("size_t *")
         self._nwritten = ffi.new("size_t *")
@@ -477,12 +478,25 @@ class TLSSocket:
         return self._context
 
     def set_context(self, context: Context) -> None:
-        """Switch this connection to *context* (e.g. from an SNI callback)."""
-        lib.SSL_set_SSL_CTX(self._live_ssl(), context._ctx)
+        """Switch this connection to *context* (e.g. from an SNI callback).
+
+        The context's client-certificate policy comes with it, as nginx does
+        for its virtual hosts: its verify mode, depth and callback, unless
+        this connection chose its own with `set_verify`.  (``SSL_set_SSL_CTX``
+        alone keeps the first context's mode, so a virtual host requiring
+        client certificates behind one that does not would never ask for one.)
+        """
+        ssl = self._live_ssl()
+        lib.SSL_set_SSL_CTX(ssl, context._ctx)
         self._context = context
+        if not self._verify_chosen:
+            callback = ffi.NULL if context.get_verify_callback() is None else lib.pausetls_verify_cb
+            lib.SSL_set_verify(ssl, context.get_verify_mode(), callback)
+            lib.SSL_set_verify_depth(ssl, lib.SSL_CTX_get_verify_depth(context._ctx))
 
     def set_verify(self, mode: int, callback: VerifyCallback | None = None) -> None:
         self._verify_callback = callback
+        self._verify_chosen = True
         lib.SSL_set_verify(self._live_ssl(), mode, ffi.NULL if callback is None else lib.pausetls_verify_cb)
 
     def verify_callback(self) -> VerifyCallback | None:

@@ -131,6 +131,41 @@ def test_a_resumed_peer_is_verified_against_the_trust_store_in_force(
     assert wait_until(lambda: server.stats.verification_failures == 1)
 
 
+def test_sni_switch_to_a_context_that_requires_client_certificates_asks_for_one(
+    pki: PKI,
+    other_pki: PKI,
+    server_cert: Issued,
+    client_cert: Issued,
+    untrusted_client_cert: Issued,
+    start_server: Any,
+    tls_version: int,
+) -> None:
+    """A virtual host that requires client certificates, behind a default context that does not: the
+    client asking for it must present one its CAs issued (set_context brings the verify mode along)."""
+    front = make_server_context(server_cert, tls_version)
+    secure = mutual_context(pki, server_cert, tls_version, None)
+    front.set_tlsext_servername_callback(
+        lambda conn: conn.set_context(secure) if conn.get_servername() == b"secure.test" else None
+    )
+    handled = Handled()
+    server = start_server(front, handled)
+    anonymous = stdlib_client_context(pki, version=tls_version, cooperative=True)
+    anonymous.check_hostname = False  # the certificate is for localhost; the name only picks the context
+    with_cert = stdlib_client_context(pki, client_cert, tls_version, cooperative=True)
+    with_cert.check_hostname = False
+    wrong_ca = stdlib_client_context(pki, untrusted_client_cert, tls_version, cooperative=True)
+    wrong_ca.check_hostname = False
+    assert connect_once(server.server_port, anonymous, None, "public.test")[2] == b"x"  # the default context
+    assert connect_once(server.server_port, anonymous, None, "secure.test")[2] == b"", "let in with no certificate"
+    assert connect_once(server.server_port, wrong_ca, None, "secure.test")[2] == b"", "let in by another CA"
+    assert connect_once(server.server_port, with_cert, None, "secure.test")[2] == b"x"
+    assert [(context is secure, name) for context, name, _ in handled.seen] == [
+        (False, b"public.test"),
+        (True, b"secure.test"),
+    ]
+    assert wait_until(lambda: server.stats.handshakes_failed + server.stats.verification_failures >= 2)
+
+
 @pytest.mark.parametrize("cache", CACHES)
 def test_sni_switch_to_a_context_with_the_same_policy_still_resumes(
     cache: str,
