@@ -33,6 +33,8 @@ class ServerStats:
     callback_errors: int = 0
     #: established connections a TLS error ended (the peer's alert, a refused renegotiation, a bad record)
     connection_errors: int = 0
+    #: times accept() ran out of descriptors and accepting paused (the clients waited in the backlog)
+    accepts_paused: int = 0
     resumed: int = 0
     refused: int = 0
     handshaking: int = 0

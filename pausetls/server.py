@@ -14,6 +14,7 @@ from gevent.pywsgi import WSGIServer as _PyWSGIServer
 from gevent.server import StreamServer
 
 from . import _live
+from ._accept_pause import RETRY_INTERVAL, AcceptPause
 from ._server_stats import ServerStats, peer
 from .context import Context
 from .errors import TLSError
@@ -90,6 +91,7 @@ class TLSServer(StreamServer):  # type: ignore[misc]
         self._handshaking: set[gevent.Greenlet] = set()
         self._slots = None if max_handshakes is None else BoundedSemaphore(max_handshakes)
         self._handshake_done = Event()
+        self._accept_pause = AcceptPause(self.stats)
 
     def at_limit(self) -> bool:
         """True when another handshake would exceed `max_handshakes` or `max_paused`."""
@@ -139,6 +141,22 @@ class TLSServer(StreamServer):  # type: ignore[misc]
     def init_socket(self) -> None:
         super().init_socket()
         self._handle = self._handshake_and_handle
+
+    def do_read(self) -> Any:
+        """Accept one connection; out of descriptors, pause accepting instead of reaching the hub."""
+        try:
+            accepted = super().do_read()
+        except OSError as exc:
+            if not self._accept_pause.failed(exc, self.address):
+                raise
+            # gevent's own retry would hand the error to the hub, which prints it on every attempt
+            self.stop_accepting()
+            self._timer = self.loop.timer(RETRY_INTERVAL)
+            self._timer.start(self._start_accepting_if_started)
+            return None
+        if accepted is None:  # the backlog is empty
+            self._accept_pause.drained()
+        return accepted
 
     def _handshake_and_handle(self, sock: Any, address: Any) -> Any:
         self.stats.accepted += 1

@@ -15,17 +15,16 @@ owning thread then closes its own connection, with close_notify.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import select
 import socket
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ._accept_pause import RETRY_INTERVAL, AcceptPause
 from ._server_stats import ServerStats, peer
 from .context import Context
 from .errors import ClosedError, TLSError
@@ -40,7 +39,6 @@ Handler = Callable[[TLSSocket, Any], Any]
 
 DEFAULT_BACKLOG = 256  # what gevent's StreamServer uses
 _CLOSE_GRACE = 1.0  # seconds handlers get to close after their waits were woken
-_OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 class ThreadedTLSServer:
@@ -77,6 +75,7 @@ class ThreadedTLSServer:
         self.handshake_timeout = handshake_timeout
         self.pool_size = pool_size
         self.stats = ServerStats()
+        self._accept_pause = AcceptPause(self.stats)
         self._handler: Handler = handle if handle is not None else self.handle
         self.socket: socket.socket | None = listener if hasattr(listener, "accept") else None
         self._listen_address: Any = listener if self.socket is None else self.socket.getsockname()
@@ -228,13 +227,15 @@ class ThreadedTLSServer:
                 try:
                     sock, address = self.socket.accept()
                 except BlockingIOError:
+                    self._accept_pause.drained()
                     break
                 except OSError as exc:
                     if self._stopping.is_set():
                         return
-                    log.warning("accept failed: %s", exc)
-                    if exc.errno in _OUT_OF_DESCRIPTORS:
-                        time.sleep(0.1)  # the clients wait in the backlog until descriptors free up
+                    if self._accept_pause.failed(exc, self._listen_address):
+                        self._stopping.wait(RETRY_INTERVAL)  # the clients wait in the backlog meanwhile
+                    else:
+                        log.warning("accept failed: %s", exc)
                     break
                 self._dispatch(sock, address)
 
