@@ -15,9 +15,8 @@ from gevent.server import StreamServer
 
 from . import _live
 from ._accept_pause import RETRY_INTERVAL, AcceptPause
-from ._server_stats import ServerStats, peer
+from ._server_stats import ServerStats, is_peer_failure, peer
 from .context import Context
-from .errors import TLSError
 from .gevent_driver import gevent_driver
 from .tls_socket import TLSSocket
 
@@ -167,7 +166,10 @@ class TLSServer(StreamServer):  # type: ignore[misc]
             if not self._handshake(tls, address):
                 return None
             return self.handle(tls, address)
-        except TLSError as exc:  # the peer broke the TLS stream under the handler: its connection ends, not in the hub
+        except Exception as exc:
+            if not is_peer_failure(exc):
+                raise
+            # the peer broke the connection (TLS or TCP) under the handler: it ends here, not in the hub
             self.stats.record_connection_error(address, exc)
             return None
         finally:

@@ -25,9 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ._accept_pause import RETRY_INTERVAL, AcceptPause
-from ._server_stats import ServerStats, peer
+from ._server_stats import ServerStats, is_peer_failure, peer
 from .context import Context
-from .errors import ClosedError, TLSError
+from .errors import ClosedError
 from .thread_driver import thread_driver
 from .tls_socket import TLSSocket
 
@@ -285,10 +285,11 @@ class ThreadedTLSServer:
         except ClosedError:
             if not self._stopping.is_set():  # else stop() woke it: what GreenletExit is on gevent
                 log.exception("handler failed: peer=%s", peer(address))
-        except TLSError as exc:  # the peer broke the TLS stream under the handler, as TLSServer counts it
-            self.stats.record_connection_error(address, exc)
-        except Exception:
-            log.exception("handler failed: peer=%s", peer(address))  # its connection ends, never the server
+        except Exception as exc:
+            if is_peer_failure(exc):  # the peer broke the connection (TLS or TCP), as TLSServer counts it
+                self.stats.record_connection_error(address, exc)
+            else:
+                log.exception("handler failed: peer=%s", peer(address))  # its connection ends, never the server
         finally:
             self._release(sock)
             tls.close()
