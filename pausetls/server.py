@@ -16,6 +16,7 @@ from gevent.server import StreamServer
 from . import _live
 from ._accept_pause import RETRY_INTERVAL, AcceptPause
 from ._server_stats import ServerStats, is_peer_failure, peer
+from ._tcp import set_nodelay
 from .context import Context
 from .gevent_driver import gevent_driver
 from .tls_socket import TLSSocket
@@ -51,6 +52,8 @@ class TLSServer(StreamServer):  # type: ignore[misc]
     #: at a limit: "backlog" stops accepting (clients wait in the kernel's accept queue),
     #: "refuse" accepts and closes at once
     overload: str = "backlog"
+    #: TCP_NODELAY on accepted sockets (False: Nagle's algorithm, small records wait for an ACK)
+    tcp_nodelay: bool = True
 
     def __init__(
         self,
@@ -155,6 +158,8 @@ class TLSServer(StreamServer):  # type: ignore[misc]
             return None
         if accepted is None:  # the backlog is empty
             self._accept_pause.drained()
+        elif self.tcp_nodelay:
+            set_nodelay(accepted[0])
         return accepted
 
     def _handshake_and_handle(self, sock: Any, address: Any) -> Any:

@@ -26,6 +26,7 @@ from typing import Any
 
 from ._accept_pause import RETRY_INTERVAL, AcceptPause
 from ._server_stats import ServerStats, is_peer_failure, peer
+from ._tcp import set_nodelay
 from .context import Context
 from .errors import ClosedError
 from .thread_driver import thread_driver
@@ -55,6 +56,8 @@ class ThreadedTLSServer:
     handshake_timeout: float | None = 30.0
     #: seconds `stop` gives established connections when called without a timeout
     stop_timeout: float = 1.0
+    #: TCP_NODELAY on accepted sockets (False: Nagle's algorithm, small records wait for an ACK)
+    tcp_nodelay: bool = True
 
     def __init__(
         self,
@@ -242,6 +245,8 @@ class ThreadedTLSServer:
     def _dispatch(self, sock: socket.socket, address: Any) -> None:
         self.stats.add("accepted")
         sock.setblocking(True)
+        if self.tcp_nodelay:
+            set_nodelay(sock)
         with self._lock:
             self._connections[sock] = None
             self._active += 1
