@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import queue
+import select
 import socket
 import ssl
 import subprocess
@@ -19,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+import pausetls
+from pausetls.thread_driver import thread_driver
 
 from conftest import stdlib_client_context, wait_until
 from pki import PKI, Issued
@@ -137,6 +141,40 @@ def test_a_threaded_connection_costs_one_descriptor(limited_server: Any, pki: PK
         assert [echo.result(TIMEOUT) for echo in echoes] == [b"ping"] * count
     assert (during - before) / count == 1, f"{during - before} descriptors for {count} connections"
     assert wait_until(lambda: server.fds() == before, TIMEOUT)
+
+
+def connected_pair() -> tuple[socket.socket, socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname(), timeout=TIMEOUT)
+        server, _ = listener.accept()
+    return server, client
+
+
+@pytest.mark.parametrize("direction", ["readable", "writable"])
+def test_closing_a_threaded_waiter_wakes_the_thread_waiting_on_its_socket(direction: str) -> None:
+    """Without a pipe of its own, close() from another thread still ends a wait with ClosedError; under a
+    reader the socket can still send (the owner's close_notify)."""
+    sock, peer = connected_pair()
+    with sock, peer:
+        sock.setblocking(False)
+        if direction == "writable":
+            while True:  # fill the send buffer: the peer reads nothing
+                try:
+                    sock.send(b"x" * 65536)
+                except BlockingIOError:
+                    break
+        waiter = thread_driver.io_waiter(sock)
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(getattr(waiter, f"wait_{direction}"), None)
+            assert wait_until(
+                lambda: waiter._waiting[select.POLLIN if direction == "readable" else select.POLLOUT] == 1
+            )
+            waiter.close()
+            with pytest.raises(pausetls.ClosedError):
+                waiting.result(TIMEOUT)
+        if direction == "readable":
+            sock.send(b"close_notify would fit")
+            assert peer.recv(100) == b"close_notify would fit"
 
 
 @pytest.mark.parametrize("driver", ["threads", "gevent"])
