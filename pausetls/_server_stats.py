@@ -8,14 +8,15 @@ update one `ServerStats` from many threads; on gevent it is never contended.
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .errors import CallbackError, TimeoutError, VerificationError
+from .errors import CallbackError, TimeoutError, TLSError, VerificationError
 
-__all__ = ["ServerStats", "describe_failure", "peer"]
+__all__ = ["ServerStats", "describe_failure", "is_peer_failure", "peer"]
 
 log = logging.getLogger("pausetls.server")
 
@@ -33,6 +34,10 @@ class ServerStats:
     callback_errors: int = 0
     #: established connections a TLS error ended (the peer's alert, a refused renegotiation, a bad record)
     connection_errors: int = 0
+    #: established connections a TCP error ended under the handler (a reset, a write after the peer left)
+    socket_errors: int = 0
+    #: times accept() ran out of descriptors and accepting paused (the clients waited in the backlog)
+    accepts_paused: int = 0
     resumed: int = 0
     refused: int = 0
     handshaking: int = 0
@@ -62,8 +67,8 @@ class ServerStats:
         log.info("TLS handshake failed: peer=%s reason=%s", peer(address), reason)
 
     def record_connection_error(self, address: Any, exc: Exception) -> None:
-        """An established connection ended by a TLS error that reached the handler: counted, one log line."""
-        self.add("connection_errors")
+        """An established connection the peer broke (`is_peer_failure`) under the handler: counted, one log line."""
+        self.add("connection_errors" if isinstance(exc, TLSError) else "socket_errors")
         log.info("TLS connection failed: peer=%s reason=%s: %s", peer(address), type(exc).__name__, exc)
 
     def record_exception(self, address: Any, exc: Exception) -> None:
@@ -80,6 +85,28 @@ def describe_failure(exc: Exception) -> tuple[str, str | None]:
     if isinstance(exc, TimeoutError):
         return "handshake timed out", "handshakes_timed_out"
     return f"{type(exc).__name__}: {exc}", None
+
+
+# what TCP reports when the peer (or the path to it) is gone; EBADF (a socket closed here) is not among them
+_PEER_ERRNOS = frozenset(
+    {
+        errno.ECONNRESET,
+        errno.EPIPE,
+        errno.ETIMEDOUT,
+        errno.ECONNABORTED,
+        errno.ENOTCONN,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.ENETDOWN,
+        errno.ENETRESET,
+        errno.EHOSTDOWN,
+    }
+)
+
+
+def is_peer_failure(exc: BaseException) -> bool:
+    """Whether *exc*, raised under a handler, means the peer broke the connection (TLS or TCP), not a bug."""
+    return isinstance(exc, TLSError) or (isinstance(exc, OSError) and exc.errno in _PEER_ERRNOS)
 
 
 def peer(address: Any) -> str:

@@ -6,6 +6,7 @@ from typing import Any
 
 from gevent import socket as gsocket
 
+from ._tcp import set_nodelay
 from .constants import TLS1_2_VERSION, TLS_CLIENT_METHOD, VERIFY_PEER
 from .context import Context
 from .gevent_driver import gevent_driver
@@ -34,13 +35,15 @@ def connect(
     timeout: float | None = None,
     source_address: Any = None,
     suppress_ragged_eofs: bool = True,
+    tcp_nodelay: bool = True,
 ) -> TLSSocket:
     """Open a TCP connection to *address* and complete a TLS handshake.
 
     With *server_hostname* the client sends SNI and, when the context
     verifies, checks the certificate's names against it.  Without a context
     the default is `client_context()` (verification against the system CAs),
-    and *server_hostname* defaults to the host of *address*.
+    and *server_hostname* defaults to the host of *address*.  ``TCP_NODELAY`` is on unless
+    *tcp_nodelay* is False (with Nagle's algorithm, a small request may wait for the peer's ACK).
     """
     if context is None:
         context = client_context()
@@ -48,6 +51,7 @@ def connect(
             server_hostname = address[0]
     sock = gsocket.create_connection(address, timeout=timeout, source_address=source_address)
     try:
+        set_nodelay(sock, tcp_nodelay)
         tls = TLSSocket(
             context,
             sock,

@@ -14,9 +14,10 @@ from gevent.pywsgi import WSGIServer as _PyWSGIServer
 from gevent.server import StreamServer
 
 from . import _live
-from ._server_stats import ServerStats, peer
+from ._accept_pause import RETRY_INTERVAL, AcceptPause
+from ._server_stats import ServerStats, is_peer_failure, peer
+from ._tcp import set_nodelay
 from .context import Context
-from .errors import TLSError
 from .gevent_driver import gevent_driver
 from .tls_socket import TLSSocket
 
@@ -55,6 +56,8 @@ class TLSServer(StreamServer):  # type: ignore[misc]
     #: discard before closing, so the client reads the alert instead of a TCP reset (0: off)
     linger_timeout: float = 1.0
     linger_bytes: int = 64 * 1024
+    #: TCP_NODELAY on accepted sockets (False: Nagle's algorithm, small records wait for an ACK)
+    tcp_nodelay: bool = True
 
     def __init__(
         self,
@@ -94,6 +97,7 @@ class TLSServer(StreamServer):  # type: ignore[misc]
         self._handshaking: set[gevent.Greenlet] = set()
         self._slots = None if max_handshakes is None else BoundedSemaphore(max_handshakes)
         self._handshake_done = Event()
+        self._accept_pause = AcceptPause(self.stats)
 
     def at_limit(self) -> bool:
         """True when another handshake would exceed `max_handshakes` or `max_paused`."""
@@ -148,6 +152,24 @@ class TLSServer(StreamServer):  # type: ignore[misc]
         super().init_socket()
         self._handle = self._handshake_and_handle
 
+    def do_read(self) -> Any:
+        """Accept one connection; out of descriptors, pause accepting instead of reaching the hub."""
+        try:
+            accepted = super().do_read()
+        except OSError as exc:
+            if not self._accept_pause.failed(exc, self.address):
+                raise
+            # gevent's own retry would hand the error to the hub, which prints it on every attempt
+            self.stop_accepting()
+            self._timer = self.loop.timer(RETRY_INTERVAL)
+            self._timer.start(self._start_accepting_if_started)
+            return None
+        if accepted is None:  # the backlog is empty
+            self._accept_pause.drained()
+        elif self.tcp_nodelay:
+            set_nodelay(accepted[0])
+        return accepted
+
     def _handshake_and_handle(self, sock: Any, address: Any) -> Any:
         self.stats.accepted += 1
         if self._refused(sock, address):
@@ -158,7 +180,10 @@ class TLSServer(StreamServer):  # type: ignore[misc]
             if not self._handshake(tls, address):
                 return None
             return self.handle(tls, address)
-        except TLSError as exc:  # the peer broke the TLS stream under the handler: its connection ends, not in the hub
+        except Exception as exc:
+            if not is_peer_failure(exc):
+                raise
+            # the peer broke the connection (TLS or TCP) under the handler: it ends here, not in the hub
             self.stats.record_connection_error(address, exc)
             return None
         finally:

@@ -8,8 +8,8 @@ loop, which also makes it the proof that the core does not need one.
 from __future__ import annotations
 
 import builtins
-import os
 import select
+import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,22 +22,34 @@ __all__ = ["ThreadDriver", "thread_driver"]
 
 
 class _PollIO:
-    """Readiness waits with poll(2) on one descriptor; close() wakes waiters through a pipe."""
+    """Readiness waits with poll(2) on the socket alone: a connection costs its one descriptor.
 
-    __slots__ = ("_closed", "_fd", "_wake_r", "_wake_w")
+    close() from another thread wakes a waiter by shutting the socket down: only the read side
+    under a reader, so its owner can still send close_notify; both sides under a writer (a peer
+    that does not read would not get one anyway).  The shutdown is a state poll(2) sees, so a
+    waiter that starts polling after it returns at once.
+    """
 
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-        self._wake_r, self._wake_w = os.pipe()
+    __slots__ = ("_closed", "_lock", "_sock", "_waiting")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._lock = threading.Lock()
+        self._waiting = {select.POLLIN: 0, select.POLLOUT: 0}  # threads in poll(), by direction
         self._closed = False
 
     def _wait(self, events: int, timeout: float | None) -> None:
-        if self._closed:
-            raise ClosedError()
-        poller = select.poll()
-        poller.register(self._fd, events)
-        poller.register(self._wake_r, select.POLLIN)
-        ready = poller.poll(None if timeout is None else max(0, int(timeout * 1000)))
+        with self._lock:  # checked and counted together with close()'s flag and look at the count
+            if self._closed:
+                raise ClosedError()
+            self._waiting[events] += 1
+        try:
+            poller = select.poll()
+            poller.register(self._sock.fileno(), events)
+            ready = poller.poll(None if timeout is None else max(0, int(timeout * 1000)))
+        finally:
+            with self._lock:
+                self._waiting[events] -= 1
         if self._closed:
             raise ClosedError("TLS socket was closed in another thread")
         if not ready:
@@ -50,12 +62,17 @@ class _PollIO:
         self._wait(select.POLLOUT, timeout)
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        os.write(self._wake_w, b"x")
-        os.close(self._wake_w)
-        os.close(self._wake_r)
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            writing, reading = self._waiting[select.POLLOUT], self._waiting[select.POLLIN]
+        if not (writing or reading):
+            return  # nobody to wake: the socket is left as it is (unwrap() hands it back)
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR if writing else socket.SHUT_RD)
+        except OSError:
+            pass  # already disconnected: the waiter's poll has returned
 
 
 class ThreadDriver:
@@ -78,7 +95,7 @@ class ThreadDriver:
         return None
 
     def io_waiter(self, sock: Any) -> _PollIO:
-        return _PollIO(sock.fileno())
+        return _PollIO(sock)
 
     def lock(self) -> threading.Lock:
         return threading.Lock()

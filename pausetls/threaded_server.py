@@ -15,20 +15,20 @@ owning thread then closes its own connection, with close_notify.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import select
 import socket
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ._server_stats import ServerStats, peer
+from ._accept_pause import RETRY_INTERVAL, AcceptPause
+from ._server_stats import ServerStats, is_peer_failure, peer
+from ._tcp import set_nodelay
 from .context import Context
-from .errors import ClosedError, TLSError
+from .errors import ClosedError
 from .thread_driver import thread_driver
 from .tls_socket import TLSSocket
 
@@ -40,7 +40,6 @@ Handler = Callable[[TLSSocket, Any], Any]
 
 DEFAULT_BACKLOG = 256  # what gevent's StreamServer uses
 _CLOSE_GRACE = 1.0  # seconds handlers get to close after their waits were woken
-_OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 class ThreadedTLSServer:
@@ -61,6 +60,8 @@ class ThreadedTLSServer:
     #: discard before closing, so the client reads the alert instead of a TCP reset (0: off)
     linger_timeout: float = 1.0
     linger_bytes: int = 64 * 1024
+    #: TCP_NODELAY on accepted sockets (False: Nagle's algorithm, small records wait for an ACK)
+    tcp_nodelay: bool = True
 
     def __init__(
         self,
@@ -81,6 +82,7 @@ class ThreadedTLSServer:
         self.handshake_timeout = handshake_timeout
         self.pool_size = pool_size
         self.stats = ServerStats()
+        self._accept_pause = AcceptPause(self.stats)
         self._handler: Handler = handle if handle is not None else self.handle
         self.socket: socket.socket | None = listener if hasattr(listener, "accept") else None
         self._listen_address: Any = listener if self.socket is None else self.socket.getsockname()
@@ -232,19 +234,23 @@ class ThreadedTLSServer:
                 try:
                     sock, address = self.socket.accept()
                 except BlockingIOError:
+                    self._accept_pause.drained()
                     break
                 except OSError as exc:
                     if self._stopping.is_set():
                         return
-                    log.warning("accept failed: %s", exc)
-                    if exc.errno in _OUT_OF_DESCRIPTORS:
-                        time.sleep(0.1)  # the clients wait in the backlog until descriptors free up
+                    if self._accept_pause.failed(exc, self._listen_address):
+                        self._stopping.wait(RETRY_INTERVAL)  # the clients wait in the backlog meanwhile
+                    else:
+                        log.warning("accept failed: %s", exc)
                     break
                 self._dispatch(sock, address)
 
     def _dispatch(self, sock: socket.socket, address: Any) -> None:
         self.stats.add("accepted")
         sock.setblocking(True)
+        if self.tcp_nodelay:
+            set_nodelay(sock)
         with self._lock:
             self._connections[sock] = None
             self._active += 1
@@ -289,10 +295,11 @@ class ThreadedTLSServer:
         except ClosedError:
             if not self._stopping.is_set():  # else stop() woke it: what GreenletExit is on gevent
                 log.exception("handler failed: peer=%s", peer(address))
-        except TLSError as exc:  # the peer broke the TLS stream under the handler, as TLSServer counts it
-            self.stats.record_connection_error(address, exc)
-        except Exception:
-            log.exception("handler failed: peer=%s", peer(address))  # its connection ends, never the server
+        except Exception as exc:
+            if is_peer_failure(exc):  # the peer broke the connection (TLS or TCP), as TLSServer counts it
+                self.stats.record_connection_error(address, exc)
+            else:
+                log.exception("handler failed: peer=%s", peer(address))  # its connection ends, never the server
         finally:
             self._release(sock)
             if self._stopping.is_set():
