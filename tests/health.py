@@ -47,16 +47,26 @@ class Watch:
         return Mark(server.stats.as_dict(), len(self.lines()))
 
     def failures(
-        self, server: Any, since: Mark, count: int = 1, counter: str = "handshakes_failed", settle: float = 0.05
+        self,
+        server: Any,
+        since: Mark,
+        count: int = 1,
+        counter: str | tuple[str, ...] = "handshakes_failed",
+        settle: float = 0.05,
     ) -> list[str]:
-        """Exactly *count* more failures on *server* since *since*: *counter* went up by *count*, and as many
-        new log lines.  Returns those lines."""
-        expected = since.stats[counter] + count
+        """Exactly *count* more failures on *server* since *since*: *counter* (or the sum of several) went
+        up by *count*, and as many new log lines.  Returns those lines."""
+        counters = (counter,) if isinstance(counter, str) else counter
+        expected = sum(since.stats[name] for name in counters) + count
+
+        def now() -> int:
+            return sum(getattr(server.stats, name) for name in counters)
+
         with gevent.Timeout(GENEROUS, False):
-            while getattr(server.stats, counter) < expected:
+            while now() < expected:
                 gevent.sleep(0.01)
         gevent.sleep(settle)  # long enough for one failure (or log line) too many to show up
-        assert getattr(server.stats, counter) == expected, server.stats
+        assert now() == expected, server.stats
         new = self.lines()[since.lines :]
         assert len(new) == count, new
         return new

@@ -275,6 +275,9 @@ def test_client_renegotiation_is_refused_and_the_server_stays_healthy(
             assert b"RENEGOTIATING" in client.stderr.data
             assert b"no renegotiation" in client.stderr.data, client.describe()
             assert client.stdout.data == b"hello\n"
-    lines = watch.failures(server, since, 4, "connection_errors")
-    assert all("TLS connection failed" in line and "alert handshake failure" in line for line in lines), lines
+    # s_client's fatal alert ends each connection under the handler -- or its close does first: a TCP reset
+    # makes the kernel drop the unread alert, and the handler reads ECONNRESET (socket_errors)
+    lines = watch.failures(server, since, 4, ("connection_errors", "socket_errors"))
+    ended = ("alert handshake failure", "Connection reset by peer")
+    assert all("TLS connection failed" in line and any(e in line for e in ended) for line in lines), lines
     assert server.stats.handshakes_completed == 5 and server.stats.handshakes_failed == 0
