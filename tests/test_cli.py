@@ -43,6 +43,7 @@ OPTIONS = (
     "--session-key-file",
     "--session-timeout",
     "--workers",
+    "--stop-timeout",
 )
 
 
