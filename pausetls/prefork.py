@@ -7,10 +7,10 @@ seals can be opened by any other worker through a shared store.
 The parent then supervises, and nothing more (gunicorn is the production
 arbiter): a worker that dies is restarted after an exponential backoff,
 capped, and reset once a worker has lived `RestartPolicy.stable_after`
-seconds.  A worker that dies before it is serving (a broken start-up would
-only die again), or one worker number dying more than `RestartPolicy.max_deaths`
-times within `RestartPolicy.window` (a crash loop), stops the server with a
-non-zero exit code.  SIGINT/SIGTERM are forwarded to the workers as SIGTERM;
+seconds.  A crash loop stops the server with a non-zero exit code: a worker
+number whose workers died `RestartPolicy.max_start_failures` times in a row
+before serving (a broken start-up), or died more than `RestartPolicy.max_deaths`
+times within `RestartPolicy.window`.  SIGINT/SIGTERM are forwarded to the workers as SIGTERM;
 workers still running `stop_timeout` seconds later are killed.  Workers leave
 when the parent dies (`pausetls._parent_watch`).
 
@@ -58,6 +58,7 @@ class RestartPolicy:
     stable_after: float = 30.0  # a worker that lived this long resets its backoff
     max_deaths: int = 5  # more deaths than this of one worker number within `window`: a crash loop
     window: float = 60.0
+    max_start_failures: int = 3  # this many deaths in a row before serving: a crash loop
 
     def backoff(self, quick_deaths: int) -> float:
         """Seconds to wait before the next start after *quick_deaths* (>= 1) deaths in a row."""
@@ -92,6 +93,7 @@ class _Slot:
     started: float = 0.0
     serving: bool = False
     quick_deaths: int = 0  # deaths in a row of workers that lived less than stable_after
+    start_failures: int = 0  # deaths in a row before serving
     deaths: deque[float] = field(default_factory=deque)  # when, within the policy's window
     restart_at: float | None = None
 
@@ -173,7 +175,7 @@ class _Supervisor:
         for pid in _pids(_drain(self._ready_r)):
             slot = self._slot_of(pid)
             if slot is not None:
-                slot.serving = True
+                slot.serving, slot.start_failures = True, 0
                 log.info("worker %d (pid %d) serving", slot.number, pid)
         while True:
             try:
@@ -197,8 +199,9 @@ class _Supervisor:
         slot.deaths.append(now)
         while slot.deaths and slot.deaths[0] < now - self.policy.window:
             slot.deaths.popleft()
-        if not serving:
-            self._give_up(status, f"worker {slot.number} died before serving")
+        slot.start_failures = 0 if serving else slot.start_failures + 1
+        if slot.start_failures >= self.policy.max_start_failures:
+            self._give_up(status, f"worker {slot.number} died {slot.start_failures} times in a row before serving")
         elif len(slot.deaths) > self.policy.max_deaths:
             self._give_up(status, f"worker {slot.number} died {len(slot.deaths)} times in {self.policy.window:g} s")
         else:
