@@ -181,6 +181,28 @@ def test_workers_killed_again_and_again_stop_the_server_with_the_signal_exit_cod
     assert not any(alive(int(match["pid"])) for match in served.log_matches(SERVING))
 
 
+def run_script(script: Path) -> subprocess.CompletedProcess[str]:
+    """Run *script* in its own process group until it and every process holding its output are done;
+    on timeout the whole group is killed (no process it forked outlives the test)."""
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        env=pausetls_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=CEILING)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
 FAILING_WORKER = """
 import logging, os, signal, sys
 from pausetls.prefork import run_workers
@@ -207,9 +229,7 @@ sys.exit(run_workers(2, serve))
 def test_a_worker_dying_before_it_serves_stops_the_server_non_zero(tmp_path: Path, failure: str, expected: int) -> None:
     script = tmp_path / "failing_worker.py"
     script.write_text(textwrap.dedent(FAILING_WORKER).format(failure=failure))
-    result = subprocess.run(
-        [sys.executable, str(script)], env=pausetls_env(), capture_output=True, text=True, timeout=CEILING, check=False
-    )
+    result = run_script(script)
     assert result.returncode == expected, result.stderr
     assert f"worker 0 died 3 times in a row before serving: stopping the server (exit code {expected})" in result.stderr
     assert len([line for line in result.stderr.splitlines() if RESTARTED.search(line)]) == 2  # with backoff
@@ -221,9 +241,13 @@ def test_a_worker_dying_before_it_serves_stops_the_server_non_zero(tmp_path: Pat
 def test_workers_leave_when_the_supervisor_is_killed(serve: Callable[..., Served]) -> None:
     served = serve("--workers", "2")
     workers = workers_of(served, 2)
-    served.proc.kill()
-    served.proc.wait(CEILING)
-    wait_for(lambda: not any(alive(pid) for pid in workers), "workers gone after the supervisor's SIGKILL")
+    try:
+        served.proc.kill()
+        served.proc.wait(CEILING)
+        wait_for(lambda: not any(alive(pid) for pid in workers), "workers gone after the supervisor's SIGKILL")
+    finally:
+        for pid in workers:  # orphans, if they stayed, are no longer the supervisor's children
+            _kill(pid)
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
@@ -244,3 +268,29 @@ def test_a_keep_alive_request_during_the_grace_period_gets_connection_close(
     finally:
         connection.close()
     assert served.proc.wait(CEILING) == 0  # no connection left: the server did not wait out the grace period
+
+
+ORPHAN = """
+import os, signal, sys
+import gevent
+from gevent.event import Event
+from pausetls._parent_watch import leave_when_parent_dies
+
+ready_r, ready_w = os.pipe()
+parent = os.getpid()
+if os.fork():  # the parent: waits until its child watches it, then dies
+    os.read(ready_r, 1)
+    os._exit(0)
+leave_when_parent_dies(parent, use_prctl=False, interval=0.05)  # only the polling fallback
+stopped = Event()
+gevent.signal_handler(signal.SIGTERM, stopped.set)
+os.write(ready_w, b"1")
+print("left on SIGTERM" if stopped.wait(30) else "still running", flush=True)
+"""
+
+
+def test_without_prctl_a_worker_polls_for_its_parent_and_leaves(tmp_path: Path) -> None:
+    script = tmp_path / "orphan.py"
+    script.write_text(ORPHAN)
+    result = run_script(script)  # returns once every writer of the stdout pipe is gone: the orphan too
+    assert result.stdout == "left on SIGTERM\n", result.stderr
