@@ -39,6 +39,7 @@ from .ondemand import OnDemandCertificates
 from .server import ServerStats, TLSServer, WSGIServer
 from .threaded_server import ThreadedTLSServer
 from .tls_socket import TLSSocket
+from .wsgi_handler import WSGIHandler
 
 Connection = TLSSocket  # pyOpenSSL's name for the per-connection object
 
@@ -72,6 +73,7 @@ __all__ = [
     "TimeoutError",
     "TruncatedStreamError",
     "VerificationError",
+    "WSGIHandler",
     "WSGIServer",
     "client_context",
     "connect",

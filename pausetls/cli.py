@@ -45,7 +45,8 @@ StartResponse = Callable[..., Any]
 WSGIEnviron = dict[str, Any]
 
 TLS_MIN_VERSIONS = {"1.2": TLS1_2_VERSION, "1.3": TLS1_3_VERSION}
-STOP_TIMEOUT = 2.0  # seconds established connections get to finish when the server stops
+STOP_TIMEOUT = 2.0  # default seconds established connections get to finish when the server stops
+WORKER_EXIT_MARGIN = 10.0  # beyond --stop-timeout, before the supervisor kills a worker still stopping
 
 
 # -- command line -------------------------------------------------------------
@@ -174,6 +175,14 @@ def _add_serve_parser(commands: Any) -> None:
         metavar="N",
         help="Processes serving the one listening socket; they share sessions through the store (default: 1).",
     )
+    serve.add_argument(
+        "--stop-timeout",
+        type=_seconds,
+        default=STOP_TIMEOUT,
+        metavar="SECONDS",
+        help="After SIGINT or SIGTERM, seconds in-flight requests get to finish; requests arriving meanwhile "
+        "on keep-alive connections are answered with 'Connection: close' (default: %(default)s).",
+    )
     serve.set_defaults(run=_serve, subparser=serve)
 
 
@@ -216,11 +225,18 @@ def _serve(args: argparse.Namespace) -> int:
         port = listener.getsockname()[1]
         print(f"pausetls: serving https://{_url_host(args.host)}:{port}/ (OpenSSL {_openssl_release()})", flush=True)
         if args.workers > 1:
-            return run_workers(args.workers, lambda number: _serve_on(listener, context, args, f"worker {number}"))
+            return run_workers(
+                args.workers,
+                lambda number, ready: _serve_on(listener, context, args, f"worker {number}", ready),
+                stop_timeout=args.stop_timeout + WORKER_EXIT_MARGIN,
+            )
         return _serve_on(listener, context, args, "")
 
 
-def _serve_on(listener: Any, context: Context, args: argparse.Namespace, name: str) -> int:
+def _serve_on(
+    listener: Any, context: Context, args: argparse.Namespace, name: str, ready: Callable[[], None] = lambda: None
+) -> int:
+    """Serve on *listener* until SIGINT or SIGTERM; *ready* is called once serving and stoppable."""
     server = WSGIServer(
         listener,
         application,
@@ -229,7 +245,7 @@ def _serve_on(listener: Any, context: Context, args: argparse.Namespace, name: s
         handler_class=TLSInfoHandler,
     )
     server.start()
-    _run_until_signalled(server, lambda: _print_counters(server, name, "running"))
+    _run_until_signalled(server, args.stop_timeout, lambda: _print_counters(server, name, "running"), ready)
     _print_counters(server, name, "stopped")
     return 0
 
@@ -295,20 +311,24 @@ def _select_alpn(conn: TLSSocket, offered: list[bytes]) -> bytes | None:
     return b"http/1.1" if b"http/1.1" in offered else None
 
 
-def _run_until_signalled(server: WSGIServer, report: Callable[[], None]) -> None:
-    """Serve until SIGINT or SIGTERM (the signal's greenlet stops the server); SIGUSR1 calls *report*."""
+def _run_until_signalled(
+    server: WSGIServer, stop_timeout: float, report: Callable[[], None], ready: Callable[[], None]
+) -> None:
+    """Serve until SIGINT or SIGTERM (the signal's greenlet stops the server, giving connections
+    *stop_timeout* seconds); SIGUSR1 calls *report*; *ready* once the handlers are in place."""
     stopped = Event()
 
     def stop(signum: int) -> None:
         if server.closed:  # a second signal while stopping
             return
         log.info("%s: stopping", signal.Signals(signum).name)
-        server.stop(timeout=STOP_TIMEOUT)
+        server.stop(timeout=stop_timeout)
         stopped.set()
 
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     handlers = [gevent.signal_handler(signum, stop, signum) for signum in previous]
     handlers.append(gevent.signal_handler(signal.SIGUSR1, report))
+    ready()
     try:
         stopped.wait()
     finally:

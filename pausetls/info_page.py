@@ -8,9 +8,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypedDict
 from urllib.parse import parse_qs
 
-from gevent.pywsgi import WSGIHandler
-
 from .tls_socket import TLSSocket
+from .wsgi_handler import WSGIHandler
 
 __all__ = ["TLSInfoHandler", "TLSDetails", "tls_details", "application", "ENVIRON_KEY"]
 
@@ -47,7 +46,7 @@ def _client_subject(tls: TLSSocket) -> str | None:
     return None if cert is None else cert.to_cryptography().subject.rfc4514_string()
 
 
-class TLSInfoHandler(WSGIHandler):  # type: ignore[misc]
+class TLSInfoHandler(WSGIHandler):
     """pywsgi's handler, adding the connection's `TLSDetails` to each request as ``environ["pausetls.tls"]``."""
 
     def get_environ(self) -> WSGIEnviron:

@@ -20,6 +20,7 @@ from ._tcp import set_nodelay
 from .context import Context
 from .gevent_driver import gevent_driver
 from .tls_socket import TLSSocket
+from .wsgi_handler import WSGIHandler
 
 __all__ = ["TLSServer", "WSGIServer", "ServerStats"]
 
@@ -231,6 +232,8 @@ class TLSServer(StreamServer):  # type: ignore[misc]
 
 class WSGIServer(TLSServer, _PyWSGIServer):  # type: ignore[misc]
     """``gevent.pywsgi.WSGIServer`` over pausetls: ``WSGIServer(listener, app, context=ctx)``."""
+
+    handler_class = WSGIHandler  # once stop() begins, keep-alive requests get Connection: close
 
     def __init__(
         self,

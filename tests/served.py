@@ -92,6 +92,19 @@ class Served:
             if match := pattern.search(line):
                 return match
 
+    def log_matches(self, pattern: re.Pattern[str]) -> list[re.Match[str]]:
+        """Every stderr line (the log, from the server and its workers) matching *pattern*, so far."""
+        return [match for line in self.stderr.splitlines() if (match := pattern.search(line))]
+
+    def wait_for_log(self, pattern: re.Pattern[str], count: int = 1, timeout: float = GENEROUS) -> list[re.Match[str]]:
+        """The stderr lines matching *pattern*, once there are at least *count* (polled, within *timeout*)."""
+        deadline = time.monotonic() + timeout
+        while len(matches := self.log_matches(pattern)) < count:
+            if time.monotonic() > deadline:
+                pytest.fail(f"fewer than {count} log lines matching {pattern.pattern!r} in {timeout}s: {self.stderr}")
+            time.sleep(0.02)
+        return matches
+
     def stop(self, signum: int = signal.SIGINT, timeout: float = GENEROUS) -> int:
         """Send *signum*; the exit status (fails the test if it takes longer than *timeout*)."""
         self.proc.send_signal(signum)

@@ -45,6 +45,7 @@ OPTIONS = (
     "--session-timeout",
     "--session-id-context",
     "--workers",
+    "--stop-timeout",
 )
 
 
