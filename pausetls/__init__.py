@@ -7,6 +7,9 @@ gevent, `ThreadedTLSServer` with OS threads.
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from . import (
     _callbacks,  # noqa: F401 - registers the extern "Python" callbacks
     constants,
@@ -14,8 +17,7 @@ from . import (
 from ._binding import openssl_version
 from ._job import Job, JobState, Paused, current_job, in_job, pause
 from ._live import live_objects
-from .aia import AIAFetcher
-from .client import client_context, connect
+from ._server_stats import ServerStats
 from .client_hello import ClientHello
 from .constants import *  # noqa: F403 - pyOpenSSL-style module constants
 from .context import NO_OVERLAPPING_PROTOCOLS, Context
@@ -34,9 +36,6 @@ from .errors import (
     TruncatedStreamError,
     VerificationError,
 )
-from .gevent_driver import GeventDriver, gevent_driver
-from .ondemand import OnDemandCertificates
-from .server import ServerStats, TLSServer, WSGIServer
 from .threaded_server import ThreadedTLSServer
 from .tls_socket import TLSSocket
 
@@ -83,3 +82,32 @@ __all__ = [
     "pause",
 ]
 __all__ += constants.__all__
+
+# The gevent parts load on first use, so the core and `pausetls.asyncio` import without gevent.
+_GEVENT_NAMES = {
+    "AIAFetcher": "aia",
+    "client_context": "client",
+    "connect": "client",
+    "GeventDriver": "gevent_driver",
+    "gevent_driver": "gevent_driver",
+    "OnDemandCertificates": "ondemand",
+    "TLSServer": "server",
+    "WSGIServer": "server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _GEVENT_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from .aia import AIAFetcher
+    from .client import client_context, connect
+    from .gevent_driver import GeventDriver, gevent_driver
+    from .ondemand import OnDemandCertificates
+    from .server import TLSServer, WSGIServer

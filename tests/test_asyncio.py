@@ -1,0 +1,264 @@
+"""pausetls.asyncio: async def hooks pause real handshakes on the default loop and on uvloop.
+
+Overlap is proven by `AsyncGate` (every callback waits inside until all of them are), never by timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from asyncio_support import Run, echo, outcome, ping, port_of, run_fixture  # noqa: F401 - run_fixture is the `run` fixture
+from OpenSSL import crypto
+
+import pausetls
+import pausetls.asyncio as pasyncio
+from pausetls.stores import MemoryStore
+from pausetls.stores.asyncio_stores import AsyncioMemcachedStore, AsyncioRedisStore
+
+from conftest import make_server_context, stdlib_client_context
+from gates import GENEROUS, AsyncGate
+from pki import PKI, Issued
+from reliability import mutual_context
+
+CLIENTS = 200
+
+
+async def _served(server: pasyncio.Server, clients: list[Any]) -> list[Any]:
+    async with server:
+        return list(await asyncio.gather(*clients))
+
+
+def test_200_clients_whose_async_verify_pauses_together_and_a_rogue_is_refused(
+    run: Run, pki: PKI, server_cert: Issued, client_cert: Issued, untrusted_client_cert: Issued
+) -> None:
+    gate = AsyncGate(CLIENTS)
+
+    async def verify(conn: pausetls.TLSSocket, x509: crypto.X509, errnum: int, depth: int, ok: int) -> bool:
+        if depth == 0 and ok and not gate.opened:
+            await gate.arrive()  # all 200 handshakes are paused here at once, or none goes on
+        await asyncio.sleep(0.2 if depth == 0 else 0)
+        return bool(ok)
+
+    async def main() -> tuple[list[Any], Any, pausetls.ServerStats]:
+        server = await pasyncio.start_server(
+            echo, "127.0.0.1", 0, context=mutual_context(pki, server_cert, None, verify)
+        )
+        port = port_of(server)
+        good = stdlib_client_context(pki, client_cert)
+        answers = await _served(server, [ping(port, good) for _ in range(CLIENTS)])
+        server = await pasyncio.start_server(
+            echo, "127.0.0.1", 0, context=mutual_context(pki, server_cert, None, verify)
+        )
+        rogue = await _served(server, [outcome(port_of(server), stdlib_client_context(pki, untrusted_client_cert))])
+        return answers, rogue[0], server.stats
+
+    answers, rogue, stats = run(main())
+    assert answers == [b"ping"] * CLIENTS
+    assert gate.most_inside == CLIENTS
+    assert rogue in (b"", "SSLError", "ConnectionResetError"), rogue  # never b"ping"
+    assert stats.handshakes_completed == 0 and stats.verification_failures == 1
+
+
+def test_200_async_sni_callbacks_pause_together_and_choose_the_certificate(
+    run: Run, pki: PKI, server_cert: Issued
+) -> None:
+    names = ["alpha.test", "beta.test"]
+    contexts = {name: make_server_context(pki.issue(name, names=(name,))) for name in names}
+    gate = AsyncGate(CLIENTS)
+
+    async def servername(conn: pausetls.TLSSocket) -> bool:
+        if not gate.opened:
+            await gate.arrive()
+        name = (conn.get_servername() or b"").decode()
+        if name not in contexts:
+            return False  # unrecognized_name
+        conn.set_context(contexts[name])
+        return True
+
+    async def subject(port: int, name: str) -> str:
+        ctx = stdlib_client_context(pki)
+        _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname=name)
+        peercert = writer.get_extra_info("peercert")
+        writer.close()
+        return str(dict(pair[0] for pair in peercert["subject"])["commonName"])
+
+    async def main() -> tuple[list[str], Any]:
+        ctx = make_server_context(server_cert)
+        ctx.set_tlsext_servername_callback(servername)
+        server = await pasyncio.start_server(echo, "127.0.0.1", 0, context=ctx)
+        port = port_of(server)
+        got = await _served(server, [subject(port, names[i % 2]) for i in range(CLIENTS)])
+        server = await pasyncio.start_server(echo, "127.0.0.1", 0, context=ctx)
+        unknown = await _served(server, [outcome(port_of(server), stdlib_client_context(pki), "unknown.test")])
+        return got, unknown[0]
+
+    got, unknown = run(main())
+    assert got == [names[i % 2] for i in range(CLIENTS)]
+    assert gate.most_inside == CLIENTS
+    assert unknown == "SSLError"  # unrecognized_name
+
+
+class GatedStore(MemoryStore):
+    """A memory store whose get awaits (through the bridge) until every lookup is inside."""
+
+    def __init__(self, gate: AsyncGate | None) -> None:
+        super().__init__()
+        self.gate = gate
+
+    def get(self, key: str) -> bytes | None:
+        if self.gate is not None and not self.gate.opened:
+            pasyncio.await_only(self.gate.arrive())
+        return super().get(key)
+
+
+def _resume(port: int, ctx: ssl.SSLContext, session: ssl.SSLSession | None) -> tuple[ssl.SSLSession | None, bool]:
+    """A blocking stdlib client (in a thread): one connection offering *session*; (its session, reused)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=GENEROUS) as sock:
+        with ctx.wrap_socket(sock, server_hostname="localhost", session=session) as tls:
+            tls.sendall(b"x")
+            assert tls.recv(10) == b"x"  # TLS 1.3: the session ticket comes with it
+            return tls.session, bool(tls.session_reused)
+
+
+def _resumptions(
+    run: Run, context: pausetls.Context, client_ctx: ssl.SSLContext, clients: int
+) -> tuple[list[bool], pausetls.ServerStats]:
+    async def main() -> tuple[list[bool], pausetls.ServerStats]:
+        loop = asyncio.get_running_loop()
+        async with await pasyncio.start_server(echo, "127.0.0.1", 0, context=context) as server:
+            port = port_of(server)
+            session, reused = await loop.run_in_executor(None, _resume, port, client_ctx, None)
+            assert not reused
+            with ThreadPoolExecutor(clients) as pool:
+                results = await asyncio.gather(
+                    *[loop.run_in_executor(pool, _resume, port, client_ctx, session) for _ in range(clients)]
+                )
+            return [reused for _, reused in results], server.stats
+
+    return run(main())  # type: ignore[no-any-return]
+
+
+def test_200_resumptions_whose_store_get_pauses_together(
+    run: Run, pki: PKI, server_cert: Issued, tls_version: int
+) -> None:
+    gate = AsyncGate(CLIENTS)
+    store = GatedStore(None)
+    ctx = make_server_context(server_cert, tls_version)
+    ctx.set_session_cache(store, timeout=GENEROUS)
+    store.gate = gate  # the first, full handshake looks up nothing worth waiting for
+    reused, stats = _resumptions(run, ctx, stdlib_client_context(pki, version=tls_version), CLIENTS)
+    assert reused == [True] * CLIENTS
+    assert gate.most_inside == CLIENTS
+    assert stats.resumed == CLIENTS
+
+
+async def _until(predicate: Any) -> None:
+    async with asyncio.timeout(GENEROUS):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("kind", ["redis", "memcached"])
+def test_resumption_through_an_asyncio_store(
+    run: Run, pki: PKI, server_cert: Issued, tls_version: int, kind: str, request: pytest.FixtureRequest
+) -> None:
+    ctx = make_server_context(server_cert, tls_version)
+    client_ctx = stdlib_client_context(pki, version=tls_version)
+
+    async def main() -> list[bool]:
+        if kind == "redis":
+            store: Any = AsyncioRedisStore(*request.getfixturevalue("redis_server").address, timeout=5)
+        else:
+            store = AsyncioMemcachedStore(*request.getfixturevalue("memcached_server").address)
+        cache = ctx.set_session_cache(store, timeout=5)
+        loop = asyncio.get_running_loop()
+        reused, session = [], None
+        async with await pasyncio.start_server(echo, "127.0.0.1", 0, context=ctx) as server:
+            for i in range(4):
+                # TLS 1.3 tickets are single-use: each connection offers the one the last got (once stored)
+                stored = i if tls_version == pausetls.TLS1_3_VERSION else min(i, 1)
+                await _until(lambda stored=stored: cache.stats.stored >= stored)
+                session, was_reused = await loop.run_in_executor(None, _resume, port_of(server), client_ctx, session)
+                reused.append(was_reused)
+        assert cache.stats.hits == 3 and cache.stats.store_errors == 0, cache.stats
+        await store.aclose()
+        return reused
+
+    assert run(main()) == [False, True, True, True]
+
+
+def test_get_extra_info_answers_like_asyncio_ssl(run: Run, pki: PKI, server_cert: Issued, client_cert: Issued) -> None:
+    seen: dict[str, Any] = {}
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        tls = writer.get_extra_info("ssl_object")
+        seen.update(
+            version=tls.version(),
+            cipher=writer.get_extra_info("cipher"),
+            peercert=writer.get_extra_info("peercert"),
+            peername=writer.get_extra_info("peername"),
+            reused=tls.session_reused,
+            getpeercert=tls.getpeercert(),
+        )
+        await echo(reader, writer)
+
+    async def main() -> tuple[bytes, Any]:
+        ctx = mutual_context(pki, server_cert, None, None)
+        async with await pasyncio.start_server(handler, "127.0.0.1", 0, context=ctx) as server:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port_of(server), ssl=stdlib_client_context(pki, client_cert), server_hostname="localhost"
+            )
+            writer.write(b"hello")
+            answer = await reader.read(5)
+            local = writer.get_extra_info("sockname")
+            writer.close()
+            return answer, local
+
+    answer, local = run(main())
+    assert answer == b"hello"
+    assert seen["version"] == "TLSv1.3" and seen["cipher"][1] == "TLSv1.3" and not seen["reused"]
+    assert seen["peername"][:2] == local[:2]
+    assert dict(pair[0] for pair in seen["peercert"]["subject"])["commonName"] == "client one"
+    assert seen["getpeercert"] == seen["peercert"]
+
+
+def test_a_paused_verify_cut_by_the_handshake_timeout_fails_closed_with_an_alert(
+    run: Run, pki: PKI, server_cert: Issued, client_cert: Issued, caplog: pytest.LogCaptureFixture
+) -> None:
+    forever = asyncio.Event
+
+    async def verify(conn: pausetls.TLSSocket, x509: crypto.X509, errnum: int, depth: int, ok: int) -> bool:
+        await forever().wait()
+        return True
+
+    async def main() -> tuple[Any, pausetls.ServerStats]:
+        ctx = mutual_context(pki, server_cert, None, verify)
+        async with await pasyncio.start_server(echo, "127.0.0.1", 0, context=ctx, handshake_timeout=0.3) as server:
+            got = await outcome(port_of(server), stdlib_client_context(pki, client_cert, pausetls.TLS1_2_VERSION))
+            return got, server.stats
+
+    with caplog.at_level(logging.INFO, "pausetls.server"):
+        got, stats = run(main())
+    assert got == "SSLError", got  # TLS 1.2: the alert ends the client's handshake (never an answer)
+    assert stats.handshakes_timed_out == 1 and stats.handshakes_completed == 0
+    failures = [r.getMessage() for r in caplog.records if "handshake failed" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].endswith("reason=handshake timed out"), failures
+
+
+def test_the_gevent_free_import() -> None:
+    code = (
+        "import sys; sys.modules['gevent'] = None\n"
+        "import asyncio, pausetls.asyncio, pausetls.stores.asyncio_stores\n"
+        "assert 'gevent.hub' not in sys.modules\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=GENEROUS)
+    assert done.stdout.strip() == "ok", done.stderr
