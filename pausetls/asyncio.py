@@ -101,6 +101,7 @@ class Server:
         self._connections: set[asyncio.Task[Any]] = set()
         self._closed = asyncio.Event()
         self._cancelled: list[asyncio.Task[Any]] = []  # what close() cancelled: wait_closed waits for it
+        self._transports: set[TLSTransport] = set()  # established connections
 
     # -- asyncio.Server's face --------------------------------------------
 
@@ -137,6 +138,16 @@ class Server:
             task.cancel()
         for sock in self._sockets:
             sock.close()
+
+    def close_clients(self) -> None:
+        """Close every established connection (buffered data is written, then close_notify)."""
+        for transport in list(self._transports):
+            transport.close()
+
+    def abort_clients(self) -> None:
+        """Close every established connection at once, dropping what is buffered."""
+        for transport in list(self._transports):
+            transport.abort()
 
     async def wait_closed(self) -> None:
         """Until the listeners have stopped and every connection is closed (as asyncio 3.12 does)."""
@@ -231,6 +242,8 @@ class Server:
         reader, writer = _streams(self._loop, conn, sock, self._limit)
         transport = writer.transport
         assert isinstance(transport, TLSTransport)
+        self._transports.add(transport)
+        transport.closed.add_done_callback(lambda _done: self._transports.discard(transport))
         try:
             result = self._cb(reader, writer)
             if inspect.isawaitable(result):

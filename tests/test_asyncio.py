@@ -262,3 +262,124 @@ def test_the_gevent_free_import() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=GENEROUS)
     assert done.stdout.strip() == "ok", done.stderr
+
+
+def _failure_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "handshake failed" in r.getMessage()]
+
+
+def test_an_async_callback_that_raises_ends_that_handshake_with_an_alert_and_one_log_line(
+    run: Run, pki: PKI, server_cert: Issued, client_cert: Issued, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def verify(conn: pausetls.TLSSocket, x509: crypto.X509, errnum: int, depth: int, ok: int) -> bool:
+        await asyncio.sleep(0.01)
+        raise RuntimeError("revocation service gone")
+
+    async def main() -> tuple[Any, bytes, pausetls.ServerStats]:
+        ctx = mutual_context(pki, server_cert, None, verify)
+        async with await pasyncio.start_server(echo, "127.0.0.1", 0, context=ctx) as server:
+            port = port_of(server)
+            refused = await outcome(port, stdlib_client_context(pki, client_cert, pausetls.TLS1_2_VERSION))
+            # the next connection (no client certificate asked of it) is unharmed
+            open_ctx = make_server_context(server_cert)
+            async with await pasyncio.start_server(echo, "127.0.0.1", 0, context=open_ctx) as other:
+                served = await ping(port_of(other), stdlib_client_context(pki))
+            return refused, served, server.stats
+
+    with caplog.at_level(logging.INFO, "pausetls.server"):
+        refused, served, stats = run(main())
+    assert refused == "SSLError" and served == b"ping"
+    assert stats.callback_errors == 1 and stats.handshakes_failed == 1
+    lines = _failure_lines(caplog)
+    assert len(lines) == 1 and "verify" in lines[0] and "revocation service gone" in lines[0], lines
+
+
+def test_closing_the_server_cancels_a_paused_handshake_which_fails_closed(
+    run: Run, pki: PKI, server_cert: Issued, client_cert: Issued, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> tuple[Any, pausetls.ServerStats, bool]:
+        paused = asyncio.Event()
+        cancelled = asyncio.Event()
+
+        async def verify(conn: pausetls.TLSSocket, x509: crypto.X509, errnum: int, depth: int, ok: int) -> bool:
+            paused.set()
+            try:
+                await asyncio.Event().wait()  # never answers
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+            return True
+
+        ctx = mutual_context(pki, server_cert, None, verify)
+        server = await pasyncio.start_server(echo, "127.0.0.1", 0, context=ctx)
+        client = asyncio.create_task(outcome(port_of(server), stdlib_client_context(pki, client_cert)))
+        await paused.wait()
+        server.close()
+        await server.wait_closed()
+        return await client, server.stats, cancelled.is_set()
+
+    with caplog.at_level(logging.INFO, "pausetls.server"):
+        got, stats, cancelled = run(main())
+    assert cancelled
+    assert got in ("SSLError", b""), got  # never an answer
+    assert stats.handshakes_cancelled == 1 and stats.handshakes_completed == 0
+    assert len(_failure_lines(caplog)) == 1
+
+
+def test_open_connection_with_an_async_verify_resumes_its_session(
+    run: Run, pki: PKI, server_cert: Issued, peers: Any, tls_version: int
+) -> None:
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(str(server_cert.chain_path), str(server_cert.key_path))
+    server_ctx.minimum_version = server_ctx.maximum_version = {
+        pausetls.TLS1_2_VERSION: ssl.TLSVersion.TLSv1_2,
+        pausetls.TLS1_3_VERSION: ssl.TLSVersion.TLSv1_3,
+    }[tls_version]
+
+    def greet(conn: ssl.SSLSocket) -> None:
+        conn.sendall(b"hi")
+        conn.recv(10)  # until the client closes
+
+    stdlib = peers.stdlib_server(server_ctx, greet, connections=3)
+    depths: list[int] = []
+
+    async def verify(conn: pausetls.TLSSocket, x509: crypto.X509, errnum: int, depth: int, ok: int) -> bool:
+        await asyncio.sleep(0.01)  # e.g. an OCSP or CT lookup
+        depths.append(depth)
+        return bool(ok)
+
+    async def main() -> tuple[list[bool], Any]:
+        ctx = _client_context(pki)
+        ctx.set_verify(pausetls.VERIFY_PEER, verify)
+        reused, session = [], None
+        for _ in range(2):
+            reader, writer = await pasyncio.open_connection(
+                "127.0.0.1", stdlib.port, context=ctx, server_hostname="localhost", session=session
+            )
+            assert await reader.readexactly(2) == b"hi"  # TLS 1.3: the ticket came before it
+            tls = writer.get_extra_info("ssl_object")
+            reused.append(tls.session_reused)
+            session = tls.get_session()
+            writer.close()
+            await writer.wait_closed()
+        refusing = _client_context(pki)
+        refusing.set_verify(pausetls.VERIFY_PEER, _refuse)
+        try:
+            await pasyncio.open_connection("127.0.0.1", stdlib.port, context=refusing, server_hostname="localhost")
+        except pausetls.Error as exc:
+            return reused, exc
+        raise AssertionError("a verify callback that said no let the connection through")
+
+    reused, refused = run(main())
+    assert reused == [False, True]
+    assert depths and set(depths) <= {0, 1, 2}  # the first (full) handshake ran the async verify
+    assert isinstance(refused, pausetls.Error), refused
+
+
+async def _refuse(conn: pausetls.TLSSocket, x509: crypto.X509, errnum: int, depth: int, ok: int) -> bool:
+    await asyncio.sleep(0)
+    return False
+
+
+def _client_context(pki: PKI) -> pausetls.Context:
+    return pausetls.client_context(str(pki.ca_path))
