@@ -41,26 +41,29 @@ ClientConnected = Callable[[asyncio.StreamReader, asyncio.StreamWriter], "Awaita
 _STREAM_LIMIT = 2**16
 
 
-def _extra(tls: TLSSocket, sock: socket.socket) -> dict[str, Any]:
-    """What ``get_extra_info`` answers, as asyncio's SSL transports name it."""
+def _extra(tls: TLSSocket, sock: socket.socket, peername: Any) -> dict[str, Any]:
+    """What ``get_extra_info`` answers, as asyncio's SSL transports name it.
+
+    *peername* is the address accept() or connect() gave: a peer that has already left makes
+    ``getpeername`` fail, and that must not fail the connection's setup."""
     return {
         "ssl_object": tls,
         "sslcontext": tls.get_context(),
         "peercert": tls.getpeercert(),
         "cipher": tls.cipher(),
         "compression": None,
-        "peername": sock.getpeername(),
+        "peername": peername,
         "sockname": sock.getsockname(),
         "socket": sock,
     }
 
 
 def _streams(
-    loop: asyncio.AbstractEventLoop, conn: AsyncTLSConnection, sock: socket.socket, limit: int
+    loop: asyncio.AbstractEventLoop, conn: AsyncTLSConnection, sock: socket.socket, peername: Any, limit: int
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader = asyncio.StreamReader(limit=limit, loop=loop)
     protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-    transport = TLSTransport(loop, conn, protocol, _extra(conn.tls, sock))
+    transport = TLSTransport(loop, conn, protocol, _extra(conn.tls, sock, peername))
     return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
@@ -239,7 +242,7 @@ class Server:
         return True
 
     async def _run_callback(self, conn: AsyncTLSConnection, sock: socket.socket, address: Any) -> None:
-        reader, writer = _streams(self._loop, conn, sock, self._limit)
+        reader, writer = _streams(self._loop, conn, sock, address, self._limit)
         transport = writer.transport
         assert isinstance(transport, TLSTransport)
         self._transports.add(transport)
@@ -254,7 +257,12 @@ class Server:
             else:
                 self.stats.record_connection_error(address, exc)
             writer.close()
-        await transport.closed  # the connection lives on after the callback, until closed (wait_closed waits)
+        try:
+            await asyncio.shield(transport.closed)  # the connection outlives the callback until closed
+        except asyncio.CancelledError:
+            transport.abort()  # the loop is ending: close it now (close_notify), then go
+            await transport.closed
+            raise
 
 
 def _listening_sockets(infos: Iterable[tuple[Any, ...]], backlog: int, reuse_address: bool) -> list[socket.socket]:
@@ -307,7 +315,7 @@ async def start_server(
     return server
 
 
-async def _connect(host: str, port: int) -> socket.socket:
+async def _connect(host: str, port: int) -> tuple[socket.socket, Any]:
     loop = asyncio.get_running_loop()
     last: OSError | None = None
     for family, kind, proto, _name, address in await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM):
@@ -322,7 +330,7 @@ async def _connect(host: str, port: int) -> socket.socket:
         except BaseException:
             sock.close()
             raise
-        return sock
+        return sock, address
     raise last or OSError(f"cannot resolve {host!r}")
 
 
@@ -341,7 +349,7 @@ async def open_connection(
     against the certificate.  *session* (a previous connection's ``ssl_object.get_session()``)
     is offered for resumption.
     """
-    sock = await _connect(host, port)
+    sock, peername = await _connect(host, port)
     try:
         set_nodelay(sock)
         sock.setblocking(True)  # no socket timeout: cancel the task or use asyncio.timeout
@@ -359,4 +367,4 @@ async def open_connection(
     except BaseException:
         await asyncio.shield(conn.aclose())
         raise
-    return _streams(asyncio.get_running_loop(), conn, sock, limit)
+    return _streams(asyncio.get_running_loop(), conn, sock, peername, limit)
