@@ -383,3 +383,70 @@ async def _refuse(conn: pausetls.TLSSocket, x509: crypto.X509, errnum: int, dept
 
 def _client_context(pki: PKI) -> pausetls.Context:
     return pausetls.client_context(str(pki.ca_path))
+
+
+def test_async_ocsp_callbacks_on_both_sides(run: Run, pki: PKI, server_cert: Issued) -> None:
+    from test_hooks import ocsp_response
+
+    staple = ocsp_response(pki, server_cert)
+    seen: list[bytes] = []
+
+    async def status(conn: pausetls.TLSSocket, data: Any) -> bytes:
+        await asyncio.sleep(0.01)  # "ask the CA's responder"
+        return staple
+
+    async def check(conn: pausetls.TLSSocket, stapled: bytes, data: Any) -> bool:
+        await asyncio.sleep(0.01)  # the client's own policy service
+        seen.append(stapled)
+        return stapled == staple
+
+    async def main() -> bytes:
+        ctx = make_server_context(server_cert)
+        ctx.set_ocsp_server_callback(status)
+        client_ctx = _client_context(pki)
+        client_ctx.set_ocsp_client_callback(check)
+        async with await pasyncio.start_server(echo, "127.0.0.1", 0, context=ctx) as server:
+            reader, writer = await pasyncio.open_connection(
+                "127.0.0.1", port_of(server), context=client_ctx, server_hostname="localhost"
+            )
+            writer.write(b"ping")
+            answer = await reader.readexactly(4)
+            writer.close()
+            await writer.wait_closed()
+            return answer
+
+    assert run(main()) == b"ping"
+    assert seen == [staple]
+
+
+def test_cancelling_a_client_whose_verify_is_paused_fails_closed_with_an_alert(
+    run: Run, pki: PKI, server_cert: Issued, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> pausetls.ServerStats:
+        paused = asyncio.Event()
+
+        async def verify(conn: pausetls.TLSSocket, x509: crypto.X509, errnum: int, depth: int, ok: int) -> bool:
+            paused.set()
+            await asyncio.Event().wait()  # never answers
+            return True
+
+        client_ctx = _client_context(pki)
+        client_ctx.set_verify(pausetls.VERIFY_PEER, verify)
+        async with await pasyncio.start_server(
+            echo, "127.0.0.1", 0, context=make_server_context(server_cert)
+        ) as server:
+            client = asyncio.create_task(
+                pasyncio.open_connection("127.0.0.1", port_of(server), context=client_ctx, server_hostname="localhost")
+            )
+            await paused.wait()
+            client.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await client
+            await _until(lambda: server.stats.handshakes_failed == 1)
+            return server.stats
+
+    with caplog.at_level(logging.INFO, "pausetls.server"):
+        stats = run(main())
+    assert stats.handshakes_completed == 0
+    [line] = _failure_lines(caplog)
+    assert "alert handshake failure" in line, line  # the client's verify failed closed: its alert reached us

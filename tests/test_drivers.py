@@ -12,12 +12,13 @@ import gevent.socket
 import pytest
 from drivers import DRIVERS, later, never, server_class
 from OpenSSL import crypto
-from test_hooks import client_error, fetch_cn
+from test_hooks import client_error, fetch_cn, ocsp_response, s_client
 
 import pausetls
 
 from conftest import make_server_context, stdlib_client_context
 from health import Watch
+from peers import PeerGroup
 from pki import PKI, Issued
 from reliability import mutual_context, outcome, ping
 
@@ -121,3 +122,42 @@ def test_a_verify_paused_past_the_handshake_deadline_fails_closed(
     client_ctx = stdlib_client_context(pki, client_cert, pausetls.TLS1_2_VERSION, cooperative=True)
     assert outcome(server.server_port, client_ctx) in ("SSLError", b""), "the client got in"
     watch.one_failure(server, since, "handshakes_timed_out")
+
+
+def test_a_pausing_ocsp_callback_staples_what_s_client_sees(
+    driver: str, start: Any, pki: PKI, server_cert: Issued, openssl: str, peers: PeerGroup
+) -> None:
+    staple = ocsp_response(pki, server_cert)
+    ctx = make_server_context(server_cert)
+    ctx.set_ocsp_server_callback(lambda conn, data: later(driver, staple))
+    server = start(ctx)
+    code, output = s_client(
+        openssl, peers, server.server_port, "-servername", "localhost", "-CAfile", str(pki.ca_path),
+        "-verify_return_error", "-status",
+    )  # fmt: skip
+    assert code == 0, output
+    assert "OCSP Response Status: successful" in output and "Cert Status: good" in output, output
+
+
+def test_a_pausing_certificate_callback_that_says_no_sends_internal_error(
+    driver: str, start: Any, pki: PKI, server_cert: Issued, watch: Watch
+) -> None:
+    ctx = make_server_context(server_cert)
+    ctx.set_certificate_callback(lambda conn: later(driver, False))
+    server = start(ctx)
+    since = watch.mark(server)
+    assert "internal error" in str(client_error(server.server_port, stdlib_client_context(pki, cooperative=True)))
+    assert "the certificate callback returned False" in watch.one_failure(server, since)
+
+
+@pytest.mark.parametrize("driver", ["gevent", "asyncio"])  # an OS thread cannot be cut mid-callback
+def test_the_callback_timeout_cuts_a_pause_with_internal_error(
+    driver: str, start: Any, pki: PKI, server_cert: Issued, watch: Watch
+) -> None:
+    ctx = make_server_context(server_cert)
+    ctx.set_tlsext_servername_callback(lambda conn: never(driver))
+    ctx.set_callback_timeout(0.2)
+    server = start(ctx)
+    since = watch.mark(server)
+    assert "internal error" in str(client_error(server.server_port, stdlib_client_context(pki, cooperative=True)))
+    assert "servername callback raised TimeoutError" in watch.one_failure(server, since, "callback_errors")
