@@ -138,9 +138,10 @@ class Server:
         self._closed.set()
         self._cancelled = [*self._acceptors, *self._handshakes]
         for task in self._cancelled:
-            task.cancel()
-        for sock in self._sockets:
-            sock.close()
+            task.cancel()  # an acceptor closes its listener as it ends
+        if not self._acceptors:
+            for sock in self._sockets:
+                sock.close()
 
     def close_clients(self) -> None:
         """Close every established connection (buffered data is written, then close_notify)."""
@@ -169,16 +170,25 @@ class Server:
     # -- accepting ---------------------------------------------------------
 
     async def _accept_loop(self, listener: socket.socket) -> None:
+        try:
+            await self._accept_until_closed(listener)
+        finally:
+            listener.close()  # here, after its reader is removed: never a stale descriptor in the loop
+
+    async def _accept_until_closed(self, listener: socket.socket) -> None:
         while True:
             if self._slots is not None:
                 await self._slots.acquire()  # at max_handshakes, clients wait in the kernel's backlog
             try:
-                sock, address = await self._loop.sock_accept(listener)
+                sock, address = await self._accept(listener)
             except OSError as exc:
                 self._release_slot()
+                if self._closed.is_set():
+                    return
                 if not self._accept_pause.failed(exc, listener.getsockname()):
-                    raise
-                await asyncio.sleep(RETRY_INTERVAL)  # out of descriptors: try again when some are freed
+                    log.info("TLS accept failed: listener=%s reason=%s", peer(listener.getsockname()), exc)
+                # out of descriptors (clients wait in the backlog), or a connection lost before accept: retry
+                await asyncio.sleep(RETRY_INTERVAL)
                 continue
             except BaseException:
                 self._release_slot()
@@ -188,6 +198,22 @@ class Server:
             task = self._loop.create_task(self._serve(sock, address))
             self._connections.add(task)
             task.add_done_callback(self._connections.discard)
+
+    async def _accept(self, listener: socket.socket) -> tuple[socket.socket, Any]:
+        """accept(), waiting for readability when the backlog is empty (which ends an out-of-descriptors
+        episode, as under gevent and threads)."""
+        while True:
+            try:
+                return listener.accept()
+            except (BlockingIOError, InterruptedError):
+                self._accept_pause.drained()
+            fd = listener.fileno()
+            readable = self._loop.create_future()
+            self._loop.add_reader(fd, _settle, readable)
+            try:
+                await readable
+            finally:
+                self._loop.remove_reader(fd)
 
     def _release_slot(self) -> None:
         if self._slots is not None:
@@ -263,6 +289,11 @@ class Server:
             transport.abort()  # the loop is ending: close it now (close_notify), then go
             await transport.closed
             raise
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _listening_sockets(infos: Iterable[tuple[Any, ...]], backlog: int, reuse_address: bool) -> list[socket.socket]:
