@@ -67,6 +67,7 @@ class TLSTransport(asyncio.Transport):
         self._reading.set()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
+        self.error: BaseException | None = None  # what ended the connection, if it failed
         self.closed = loop.create_future()  # set once the socket is closed
         protocol.connection_made(self)
         self._reader: asyncio.Task[None] = loop.create_task(self._read_loop())
@@ -85,6 +86,9 @@ class TLSTransport(asyncio.Transport):
                 self._protocol.data_received(data)
         except (Error, OSError) as exc:
             self._fatal(exc)
+        except Exception as exc:  # the protocol's own bug: this connection ends, the loop goes on
+            log.exception("protocol failed in data_received")
+            self._fatal(exc)
 
     def pause_reading(self) -> None:
         self._reading.clear()
@@ -98,10 +102,8 @@ class TLSTransport(asyncio.Transport):
     # -- writing ---------------------------------------------------------
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._closing:
-            raise RuntimeError("write() on a closing TLS transport")
-        if not data:
-            return
+        if self._closing or not data:
+            return  # as asyncio's transports do once the connection is lost: the bytes go nowhere
         self._buffer += data
         if self._writer is None:
             self._writer = self._loop.create_task(self._write_loop())
@@ -150,7 +152,8 @@ class TLSTransport(asyncio.Transport):
         self._start_closing(None, flush=False)
 
     def _fatal(self, exc: BaseException) -> None:
-        log.debug("TLS connection failed: %s: %s", type(exc).__name__, exc)
+        if self.error is None and not self._closing:
+            self.error = exc  # the server counts and logs it once the connection is closed
         self._start_closing(exc, flush=False)
 
     def _start_closing(self, exc: BaseException | None, *, flush: bool) -> None:

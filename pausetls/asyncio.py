@@ -215,6 +215,12 @@ class Server:
             finally:
                 self._loop.remove_reader(fd)
 
+    def _connection_closed(self, transport: TLSTransport, address: Any) -> None:
+        self._transports.discard(transport)
+        error = transport.error
+        if isinstance(error, Exception) and is_peer_failure(error):
+            self.stats.record_connection_error(address, error)  # one line, one count, handler or not
+
     def _release_slot(self) -> None:
         if self._slots is not None:
             self._slots.release()
@@ -236,6 +242,8 @@ class Server:
             if established:
                 await self._run_callback(conn, sock, address)
         finally:
+            if self._closed.is_set():
+                tls.set_linger(0)  # closing: no grace for a client we are leaving
             if not established:
                 await conn.aclose()
 
@@ -272,16 +280,18 @@ class Server:
         transport = writer.transport
         assert isinstance(transport, TLSTransport)
         self._transports.add(transport)
-        transport.closed.add_done_callback(lambda _done: self._transports.discard(transport))
+        transport.closed.add_done_callback(lambda _done: self._connection_closed(transport, address))
         try:
             result = self._cb(reader, writer)
             if inspect.isawaitable(result):
                 await result
         except Exception as exc:
-            if not is_peer_failure(exc):
-                log.exception("client_connected_cb failed: peer=%s", peer(address))
-            else:
+            if exc is transport.error:
+                pass  # counted and logged as the connection closes
+            elif is_peer_failure(exc):
                 self.stats.record_connection_error(address, exc)
+            else:
+                log.exception("client_connected_cb failed: peer=%s", peer(address))
             writer.close()
         try:
             await asyncio.shield(transport.closed)  # the connection outlives the callback until closed

@@ -487,3 +487,65 @@ def test_cancelling_a_client_whose_verify_is_paused_fails_closed_with_an_alert(
     assert stats.handshakes_completed == 0
     [line] = _failure_lines(caplog)
     assert "alert handshake failure" in line, line  # the client's verify failed closed: its alert reached us
+
+
+def _garbage_after_handshake(port: int, ctx: ssl.SSLContext) -> bytes:
+    """A blocking stdlib client: handshake and echo, then a record that does not decrypt."""
+    with socket.create_connection(("127.0.0.1", port), timeout=GENEROUS) as sock:
+        tls = ctx.wrap_socket(sock, server_hostname="localhost")
+        tls.sendall(b"ping")
+        assert tls.recv(4) == b"ping"
+        with socket.socket(fileno=tls.detach()) as raw:
+            raw.settimeout(GENEROUS)
+            raw.sendall(b"\x17\x03\x03\x00\x20" + b"\x00" * 32)  # application data with a bad MAC
+            try:
+                return raw.recv(100)  # the server's alert (or its close)
+            except ConnectionResetError:
+                return b""
+
+
+def test_a_bad_record_ends_that_connection_with_one_count_and_one_log_line(
+    run: Run, pki: PKI, server_cert: Issued, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> tuple[bytes, bytes, pausetls.ServerStats]:
+        loop = asyncio.get_running_loop()
+        async with await pasyncio.start_server(
+            echo, "127.0.0.1", 0, context=make_server_context(server_cert)
+        ) as server:
+            port = port_of(server)
+            tls12 = stdlib_client_context(pki, version=pausetls.TLS1_2_VERSION)  # its alerts are not encrypted
+            answer = await loop.run_in_executor(None, _garbage_after_handshake, port, tls12)
+            await _until(lambda: server.stats.connection_errors == 1)
+            return answer, await ping(port, stdlib_client_context(pki)), server.stats
+
+    with caplog.at_level(logging.INFO, "pausetls.server"):
+        alert, served, stats = run(main())
+    assert alert[:1] in (b"\x15", b""), alert  # an alert record, never data
+    assert served == b"ping" and stats.connection_errors == 1
+    lines = [r.getMessage() for r in caplog.records if "connection failed" in r.getMessage()]
+    assert len(lines) == 1 and "TLSError" in lines[0], lines
+
+
+def test_max_handshakes_holds_the_others_in_the_backlog(
+    run: Run, pki: PKI, server_cert: Issued, client_cert: Issued
+) -> None:
+    limit, clients = 2, 8
+    gate = AsyncGate(limit)  # the first two must be inside together, or the gate times out
+    seen: list[int] = []
+
+    async def main() -> list[bytes]:
+        server: pasyncio.Server | None = None
+
+        async def verify(conn: pausetls.TLSSocket, x509: crypto.X509, errnum: int, depth: int, ok: int) -> bool:
+            assert server is not None
+            seen.append(server.stats.handshaking)  # never beyond the limit
+            if depth == 0 and not gate.opened:
+                await gate.arrive()
+            return bool(ok)
+
+        ctx = mutual_context(pki, server_cert, None, verify)
+        server = await pasyncio.start_server(echo, "127.0.0.1", 0, context=ctx, max_handshakes=limit)
+        return await _served(server, [ping(port_of(server), stdlib_client_context(pki, client_cert)) for _ in range(8)])
+
+    assert run(main()) == [b"ping"] * clients
+    assert gate.most_inside == limit and max(seen) == limit
