@@ -7,8 +7,7 @@ gevent, `ThreadedTLSServer` with OS threads.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import (
     _callbacks,  # noqa: F401 - registers the extern "Python" callbacks
@@ -83,31 +82,26 @@ __all__ = [
 ]
 __all__ += constants.__all__
 
-# The gevent parts load on first use, so the core and `pausetls.asyncio` import without gevent.
-_GEVENT_NAMES = {
-    "AIAFetcher": "aia",
-    "client_context": "client",
-    "connect": "client",
-    "GeventDriver": "gevent_driver",
-    "gevent_driver": "gevent_driver",
-    "OnDemandCertificates": "ondemand",
-    "TLSServer": "server",
-    "WSGIServer": "server",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _GEVENT_NAMES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-if TYPE_CHECKING:
+# The gevent parts: without gevent (missing, or blocked as ``sys.modules["gevent"] = None``) the core,
+# ThreadedTLSServer and `pausetls.asyncio` still import; these names then raise a clear ImportError.
+_GEVENT_NAMES = frozenset(
+    {"AIAFetcher", "client_context", "connect", "GeventDriver", "gevent_driver", "OnDemandCertificates"}
+    | {"TLSServer", "WSGIServer"}
+)
+_gevent_missing: ImportError | None = None
+try:
     from .aia import AIAFetcher
     from .client import client_context, connect
     from .gevent_driver import GeventDriver, gevent_driver
     from .ondemand import OnDemandCertificates
     from .server import TLSServer, WSGIServer
+except ImportError as exc:
+    if (exc.name or "").partition(".")[0] != "gevent":
+        raise
+    _gevent_missing = exc
+
+
+def __getattr__(name: str) -> Any:
+    if name in _GEVENT_NAMES and _gevent_missing is not None:
+        raise ImportError(f"pausetls.{name} needs gevent (pip install gevent)") from _gevent_missing
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

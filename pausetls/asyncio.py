@@ -11,7 +11,7 @@ may be ``async def`` or return an awaitable: the handshake pauses until it
 completes while the loop serves everyone else.  The handshake deadline and
 task cancellation fail closed: a paused callback fails, OpenSSL sends its
 alert.  A failed handshake is one log line and a counter in ``server.stats``
-(the same `ServerStats` as the gevent and threaded servers).  Imports no gevent;
+(the same `ServerStats` as the gevent and threaded servers).  Needs no gevent;
 works on the default loop and on uvloop.
 """
 
