@@ -7,6 +7,8 @@ gevent, `ThreadedTLSServer` with OS threads.
 
 from __future__ import annotations
 
+from typing import Any
+
 from . import (
     _callbacks,  # noqa: F401 - registers the extern "Python" callbacks
     constants,
@@ -14,8 +16,7 @@ from . import (
 from ._binding import openssl_version
 from ._job import Job, JobState, Paused, current_job, in_job, pause
 from ._live import live_objects
-from .aia import AIAFetcher
-from .client import client_context, connect
+from ._server_stats import ServerStats
 from .client_hello import ClientHello
 from .constants import *  # noqa: F403 - pyOpenSSL-style module constants
 from .context import NO_OVERLAPPING_PROTOCOLS, Context
@@ -34,9 +35,6 @@ from .errors import (
     TruncatedStreamError,
     VerificationError,
 )
-from .gevent_driver import GeventDriver, gevent_driver
-from .ondemand import OnDemandCertificates
-from .server import ServerStats, TLSServer, WSGIServer
 from .threaded_server import ThreadedTLSServer
 from .tls_socket import TLSSocket
 from .wsgi_handler import WSGIHandler
@@ -85,3 +83,27 @@ __all__ = [
     "pause",
 ]
 __all__ += constants.__all__
+
+# The gevent parts: without gevent (missing, or blocked as ``sys.modules["gevent"] = None``) the core,
+# ThreadedTLSServer and `pausetls.asyncio` still import; these names then raise a clear ImportError.
+_GEVENT_NAMES = frozenset(
+    {"AIAFetcher", "client_context", "connect", "GeventDriver", "gevent_driver", "OnDemandCertificates"}
+    | {"TLSServer", "WSGIServer"}
+)
+_gevent_missing: ImportError | None = None
+try:
+    from .aia import AIAFetcher
+    from .client import client_context, connect
+    from .gevent_driver import GeventDriver, gevent_driver
+    from .ondemand import OnDemandCertificates
+    from .server import TLSServer, WSGIServer
+except ImportError as exc:
+    if (exc.name or "").partition(".")[0] != "gevent":
+        raise
+    _gevent_missing = exc
+
+
+def __getattr__(name: str) -> Any:
+    if name in _GEVENT_NAMES and _gevent_missing is not None:
+        raise ImportError(f"pausetls.{name} needs gevent (pip install gevent)") from _gevent_missing
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

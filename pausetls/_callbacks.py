@@ -63,10 +63,11 @@ def _run_hook(conn: TLSSocket, name: str, callback: Any, *args: Any, returns: tu
     `Job.run_callback` does.
     """
     timeout = conn.get_context().callback_timeout
+    is_pending = getattr(conn._driver, "is_pending", _is_pending)  # asyncio's: coroutines and futures
 
     def call() -> Any:
         result = callback(*args)
-        result = pause(result, None) if _is_pending(result) else result
+        result = pause(result, None) if is_pending(result) else result
         if not isinstance(result, returns):
             expected = " or ".join("None" if t is type(None) else t.__name__ for t in returns)
             raise TypeError(f"it returned {type(result).__name__}, expected {expected}")

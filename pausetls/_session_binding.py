@@ -111,7 +111,9 @@ def settle_session(conn: TLSSocket) -> Exception | None:
     """
     ssl = conn._ssl
     session = lib.SSL_get_session(ssl)
-    if session == ffi.NULL:
+    if session == ffi.NULL or not lib.SSL_is_server(ssl):
+        # OpenSSL runs the servername callback on a client too (the server's answer): the binding is server
+        # policy, and verifying a server again under the ssl_client purpose would refuse every resumption
         return None
     policy = conn.get_context().get_session_id()
     if not lib.SSL_session_reused(ssl):

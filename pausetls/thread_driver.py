@@ -83,6 +83,10 @@ class ThreadDriver:
     def __init__(self, deferred_workers: int = 8) -> None:
         self._deferred = ThreadPoolExecutor(deferred_workers, thread_name_prefix="pausetls-deferred")
 
+    def is_pending(self, value: Any) -> bool:
+        """A hook's result to wait for: a Future-like (``concurrent.futures.Future``), which `wait` takes."""
+        return callable(getattr(value, "result", None)) and callable(getattr(value, "done", None))
+
     def wait(self, waitable: Any, timeout: float | None) -> Any:
         """Wait for a Future-like (``result``) or an Event-like (``wait``)."""
         if hasattr(waitable, "result"):

@@ -52,6 +52,7 @@ from .errors import (
     TruncatedStreamError,
     VerificationError,
 )
+from .session import Session
 
 __all__ = ["TLSSocket", "connection_of"]
 
@@ -419,6 +420,16 @@ class TLSSocket:
         """pyOpenSSL's name: the negotiated protocol as bytes, b"" if none."""
         protocol = self.selected_alpn_protocol()
         return b"" if protocol is None else protocol.encode("ascii")
+
+    def get_session(self) -> Session | None:
+        """The session to offer on a later connection (`set_session`); None before a handshake."""
+        ptr = lib.SSL_get1_session(self._live_ssl())
+        return None if ptr == ffi.NULL else Session(ptr)
+
+    def set_session(self, session: Session) -> None:
+        """Client, before the handshake: offer *session* for resumption."""
+        if not lib.SSL_set_session(self._live_ssl(), session._session):
+            raise Error("cannot set session", drain_error_queue())
 
     @property
     def session_reused(self) -> bool:

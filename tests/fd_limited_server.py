@@ -1,6 +1,6 @@
 """A TLS echo server in a child process, so a test can lower its descriptor limit: `test_descriptors`.
 
-``python fd_limited_server.py threads|gevent CHAIN KEY`` prints ``port N``, then answers each
+``python fd_limited_server.py threads|gevent|asyncio CHAIN KEY`` prints ``port N``, then answers each
 command on stdin with one line on stdout, the command's name and its answer:
 
 - ``limit N``: the soft RLIMIT_NOFILE leaves N descriptors free; answers ``limit F``, how many
@@ -72,11 +72,43 @@ def cooperative_lines() -> Iterator[str]:
             yield line.decode()
 
 
+async def asyncio_main(ctx: pausetls.Context) -> None:
+    """The same commands against a `pausetls.asyncio` server; stdin is read on the loop."""
+    import asyncio
+
+    import pausetls.asyncio
+
+    async def echo_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    server = await pausetls.asyncio.start_server(echo_stream, "127.0.0.1", 0, context=ctx)
+    print(f"port {server.sockets[0].getsockname()[1]}", flush=True)
+    stdin = asyncio.StreamReader()
+    await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    while line := (await stdin.readline()).decode().strip():
+        if line == "quit":
+            break
+        print(answer(server, line), flush=True)
+    server.close()
+    server.close_clients()
+    async with asyncio.timeout(5):
+        await server.wait_closed()
+    print("quit", flush=True)
+
+
 def main(driver: str, chain: str, key: str) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
     ctx = pausetls.Context(pausetls.TLS_SERVER_METHOD)
     ctx.use_certificate_chain_file(chain)
     ctx.use_privatekey_file(key)
+    if driver == "asyncio":
+        import asyncio
+
+        asyncio.run(asyncio_main(ctx))
+        return
     server_class = pausetls.ThreadedTLSServer if driver == "threads" else pausetls.TLSServer
     lines: Callable[[], Iterator[str]] = blocking_lines if driver == "threads" else cooperative_lines
     server = server_class(("127.0.0.1", 0), echo, context=ctx)

@@ -86,3 +86,25 @@ class ThreadGate(Gate):
     def _leave(self) -> None:
         with self._lock:
             super()._leave()
+
+
+class AsyncGate(Gate):
+    """`Gate` for asyncio tasks: ``await gate.arrive()``."""
+
+    def _new_event(self) -> Any:
+        import asyncio
+
+        return asyncio.Event()
+
+    async def arrive(self) -> None:  # type: ignore[override]
+        import asyncio
+
+        self._enter()
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._open.wait()
+        except TimeoutError:
+            self.timed_out = True
+            raise AssertionError(self.why()) from None
+        finally:
+            self._leave()

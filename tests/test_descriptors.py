@@ -177,7 +177,7 @@ def test_closing_a_threaded_waiter_wakes_the_thread_waiting_on_its_socket(direct
             assert peer.recv(100) == b"close_notify would fit"
 
 
-@pytest.mark.parametrize("driver", ["threads", "gevent"])
+@pytest.mark.parametrize("driver", ["threads", "gevent", "asyncio"])
 def test_out_of_descriptors_the_clients_wait_in_the_backlog_and_are_all_served(
     limited_server: Any, pki: PKI, driver: str
 ) -> None:
