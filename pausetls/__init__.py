@@ -37,7 +37,6 @@ from .errors import (
 )
 from .threaded_server import ThreadedTLSServer
 from .tls_socket import TLSSocket
-from .wsgi_handler import WSGIHandler
 
 Connection = TLSSocket  # pyOpenSSL's name for the per-connection object
 
@@ -88,7 +87,7 @@ __all__ += constants.__all__
 # ThreadedTLSServer and `pausetls.asyncio` still import; these names then raise a clear ImportError.
 _GEVENT_NAMES = frozenset(
     {"AIAFetcher", "client_context", "connect", "GeventDriver", "gevent_driver", "OnDemandCertificates"}
-    | {"TLSServer", "WSGIServer"}
+    | {"TLSServer", "WSGIHandler", "WSGIServer"}
 )
 _gevent_missing: ImportError | None = None
 try:
@@ -97,6 +96,7 @@ try:
     from .gevent_driver import GeventDriver, gevent_driver
     from .ondemand import OnDemandCertificates
     from .server import TLSServer, WSGIServer
+    from .wsgi_handler import WSGIHandler
 except ImportError as exc:
     if (exc.name or "").partition(".")[0] != "gevent":
         raise
