@@ -2,10 +2,14 @@
 
 The core (`Context`, `TLSSocket`, the job runtime in ``pausetls._job``)
 knows no event loop; `TLSServer`, `WSGIServer` and `connect` drive it with
-gevent, `ThreadedTLSServer` with OS threads.
+gevent, `ThreadedTLSServer` with OS threads.  Those are imported on first use,
+so a program without gevent imports only what it runs.
 """
 
 from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 from . import (
     _callbacks,  # noqa: F401 - registers the extern "Python" callbacks
@@ -14,8 +18,6 @@ from . import (
 from ._binding import openssl_version
 from ._job import Job, JobState, Paused, current_job, in_job, pause
 from ._live import live_objects
-from .aia import AIAFetcher
-from .client import client_context, connect
 from .client_hello import ClientHello
 from .constants import *  # noqa: F403 - pyOpenSSL-style module constants
 from .context import NO_OVERLAPPING_PROTOCOLS, Context
@@ -34,11 +36,40 @@ from .errors import (
     TruncatedStreamError,
     VerificationError,
 )
-from .gevent_driver import GeventDriver, gevent_driver
-from .ondemand import OnDemandCertificates
-from .server import ServerStats, TLSServer, WSGIServer
-from .threaded_server import ThreadedTLSServer
 from .tls_socket import TLSSocket
+
+if TYPE_CHECKING:
+    from .aia import AIAFetcher
+    from .client import client_context, connect
+    from .gevent_driver import GeventDriver, gevent_driver
+    from .ondemand import OnDemandCertificates
+    from .server import ServerStats, TLSServer, WSGIServer
+    from .threaded_server import ThreadedTLSServer
+
+# Names whose modules need a loop (gevent), or are a driver of their own: imported on first use, so
+# ``import pausetls.threaded_server`` works where gevent is not installed.
+_LAZY = {
+    "AIAFetcher": "aia",
+    "client_context": "client",
+    "connect": "client",
+    "GeventDriver": "gevent_driver",
+    "gevent_driver": "gevent_driver",
+    "OnDemandCertificates": "ondemand",
+    "ServerStats": "_server_stats",
+    "TLSServer": "server",
+    "WSGIServer": "server",
+    "ThreadedTLSServer": "threaded_server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pausetls' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value  # once: later lookups do not come here
+    return value
+
 
 Connection = TLSSocket  # pyOpenSSL's name for the per-connection object
 

@@ -1,4 +1,9 @@
-"""What the core needs from an event loop (or from threads): the driver interface."""
+"""What the core needs from an event loop (or from threads): the driver interface.
+
+A driver owns every loop decision; the core (binding, jobs, `Context`,
+`TLSSocket`, the OpenSSL callbacks) only calls these methods, through the
+connection's ``driver`` attribute, and imports no loop.  See ``docs/DESIGN.md``.
+"""
 
 from __future__ import annotations
 
@@ -29,8 +34,12 @@ class Driver(Protocol):
 
     name: str
 
+    def pending(self, value: Any) -> Any | None:
+        """*value* as something `wait` can wait for if it is a result still to come (a future, an
+        ``AsyncResult``...), else None: it is a plain value.  A callback's result passes through this."""
+
     def wait(self, waitable: Any, timeout: float | None) -> Any:
-        """Block the current job until *waitable* is ready (see `Waiter`)."""
+        """Block the current job until *waitable* (what `pending` answered) is ready; return its value."""
 
     def io_waiter(self, sock: Any) -> IOWaiter:
         """A waiter for *sock*'s file descriptor."""

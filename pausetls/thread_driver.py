@@ -12,7 +12,7 @@ import select
 import socket
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ._job import Job
@@ -82,6 +82,10 @@ class ThreadDriver:
 
     def __init__(self, deferred_workers: int = 8) -> None:
         self._deferred = ThreadPoolExecutor(deferred_workers, thread_name_prefix="pausetls-deferred")
+
+    def pending(self, value: Any) -> Any | None:
+        """A ``concurrent.futures.Future`` (what an executor hands out); nothing else is a pending result."""
+        return value if isinstance(value, Future) else None
 
     def wait(self, waitable: Any, timeout: float | None) -> Any:
         """Wait for a Future-like (``result``) or an Event-like (``wait``)."""
