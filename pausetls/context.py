@@ -21,6 +21,7 @@ from .session_cache import CallbackBackend, SessionCache, StoreBackend
 from .tls_defaults import apply_defaults
 
 if TYPE_CHECKING:
+    from ._driver import Driver
     from .client_hello import ClientHello
     from .stores import SessionStore
     from .tls_socket import TLSSocket
@@ -418,6 +419,7 @@ class Context:
         mode: int = _STORE_CACHE_MODE,
         max_pending_writes: int = 1024,
         keep_sessions_on_eof: bool = True,
+        driver: Driver | None = None,
     ) -> SessionCache:
         """Keep this server's sessions in *store* (default: in memory; memcached, Redis, ...), sealed.
 
@@ -434,6 +436,9 @@ class Context:
         do.  *keep_sessions_on_eof* sets ``OP_IGNORE_UNEXPECTED_EOF`` so those
         sessions stay resumable; the price is that such an EOF reads as a
         clean close (no `TruncatedStreamError`) on this context.
+
+        The cache (and its store) waits through one *driver*: the server this
+        context is given to binds it (`SessionCache.bind`) unless given here.
         """
         if store is None:
             from .stores.memory import MemoryStore
@@ -441,7 +446,7 @@ class Context:
             store = MemoryStore()
         backend = StoreBackend(store, sealer or SessionSealer.generate(), namespace)
         cache = SessionCache(backend, timeout=timeout, max_pending_writes=max_pending_writes)
-        return self._install_session_cache(cache, mode, keep_sessions_on_eof)
+        return self._install_session_cache(cache, mode, keep_sessions_on_eof, driver)
 
     def set_session_callbacks(
         self,
@@ -452,15 +457,20 @@ class Context:
         timeout: float = 0.5,
         mode: int = _STORE_CACHE_MODE,
         keep_sessions_on_eof: bool = True,
+        driver: Driver | None = None,
     ) -> SessionCache:
         """Low level: ``get(session_id) -> der | None`` may block (it pauses the handshake);
         ``new(session_id, der)`` and ``remove(session_id)`` run later in their own greenlet.
         The DER holds the master secret: seal it before it leaves the process.
-        *mode* and *keep_sessions_on_eof* as for `set_session_cache`."""
+        *mode*, *keep_sessions_on_eof* and *driver* as for `set_session_cache`."""
         cache = SessionCache(CallbackBackend(get, new, remove), timeout=timeout)
-        return self._install_session_cache(cache, mode, keep_sessions_on_eof)
+        return self._install_session_cache(cache, mode, keep_sessions_on_eof, driver)
 
-    def _install_session_cache(self, cache: SessionCache, mode: int, keep_sessions_on_eof: bool) -> SessionCache:
+    def _install_session_cache(
+        self, cache: SessionCache, mode: int, keep_sessions_on_eof: bool, driver: Driver | None
+    ) -> SessionCache:
+        if driver is not None:
+            cache.bind(driver)
         self.session_cache = cache
         if keep_sessions_on_eof:
             self.set_options(lib.SSL_OP_IGNORE_UNEXPECTED_EOF)

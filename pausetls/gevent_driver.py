@@ -12,9 +12,10 @@ from concurrent.futures import Future
 from typing import Any
 
 import gevent
+import gevent.socket
 from gevent.event import Event
 from gevent.hub import get_hub
-from gevent.lock import Semaphore
+from gevent.lock import BoundedSemaphore, Semaphore
 from gevent.socket import wait as _wait_watcher
 
 from ._job import Job
@@ -50,6 +51,7 @@ class GeventDriver:
     """Waits on the gevent hub."""
 
     name = "gevent"
+    socket_module = gevent.socket
 
     def pending(self, value: Any) -> Any | None:
         """An ``AsyncResult``, ``Greenlet`` or anything with ``ready()`` and ``get()``; a gevent ``Event``;
@@ -79,6 +81,9 @@ class GeventDriver:
 
     def lock(self) -> Semaphore:
         return Semaphore()
+
+    def semaphore(self, size: int) -> BoundedSemaphore:
+        return BoundedSemaphore(size)
 
     def call_with_timeout(self, fn: Callable[..., Any], timeout: float, *args: Any) -> Any:
         with gevent.Timeout(timeout, TimeoutError(f"timed out after {timeout} s")):

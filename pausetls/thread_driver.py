@@ -79,6 +79,7 @@ class ThreadDriver:
     """Blocks the calling thread."""
 
     name = "threads"
+    socket_module = socket
 
     def __init__(self, deferred_workers: int = 8) -> None:
         self._deferred = ThreadPoolExecutor(deferred_workers, thread_name_prefix="pausetls-deferred")
@@ -103,6 +104,9 @@ class ThreadDriver:
 
     def lock(self) -> threading.Lock:
         return threading.Lock()
+
+    def semaphore(self, size: int) -> threading.BoundedSemaphore:
+        return threading.BoundedSemaphore(size)
 
     def call_with_timeout(self, fn: Callable[..., Any], timeout: float, *args: Any) -> Any:
         # a thread cannot be interrupted: the store's own socket timeouts bound the call
