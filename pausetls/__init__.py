@@ -8,6 +8,8 @@ so a program without gevent imports only what it runs.
 
 from __future__ import annotations
 
+import sys
+import types
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +55,6 @@ _LAZY = {
     "client_context": "client",
     "connect": "client",
     "GeventDriver": "gevent_driver",
-    "gevent_driver": "gevent_driver",
     "OnDemandCertificates": "ondemand",
     "ServerStats": "_server_stats",
     "TLSServer": "server",
@@ -69,6 +70,22 @@ def __getattr__(name: str) -> Any:
     value = getattr(import_module(f".{module}", __name__), name)
     globals()[name] = value  # once: later lookups do not come here
     return value
+
+
+class _Package(types.ModuleType):
+    """``pausetls.gevent_driver`` is the driver, not its module of the same name, which the import
+    system binds on this package when anything imports it."""
+
+    @property
+    def gevent_driver(self) -> GeventDriver:
+        return import_module(".gevent_driver", __name__).gevent_driver  # type: ignore[no-any-return]
+
+    @gevent_driver.setter
+    def gevent_driver(self, module: object) -> None:
+        pass  # the submodule stays reachable as sys.modules["pausetls.gevent_driver"]
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 Connection = TLSSocket  # pyOpenSSL's name for the per-connection object
