@@ -41,10 +41,7 @@ def _job_of(conn: TLSSocket) -> Job:
     anything else gets a job that refuses to pause.
     """
     job = conn.job
-    if job is None:
-        job = Job(lambda: None)
-        job._forbidden = "out-of-job"
-    return job
+    return Job.refusing_pauses("out-of-job") if job is None else job
 
 
 def _run_hook(conn: TLSSocket, name: str, callback: Any, *args: Any, returns: tuple[type, ...]) -> tuple[bool, Any]:

@@ -245,6 +245,13 @@ class Job:
         else:
             self._finish_callbacks.append(callback)
 
+    @classmethod
+    def refusing_pauses(cls, where: str) -> Job:
+        """A job for callbacks OpenSSL makes outside any job of ours: running them works, pausing fails."""
+        job = cls(lambda: None)
+        job._forbidden = where
+        return job
+
     def check_pausable(self) -> None:
         if self._forbidden is not None:
             raise PauseError(
