@@ -121,6 +121,27 @@ def test_blocking_callbacks_overlap(
     assert server.stats.handshakes_failed == 0
 
 
+def test_a_callback_may_return_a_future_another_thread_completes(
+    start_threaded: Callable[..., pausetls.ThreadedTLSServer], pki: PKI, server_cert: Issued
+) -> None:
+    asked, release = threading.Event(), threading.Event()
+    with ThreadPoolExecutor(2) as pool:
+
+        def servername(conn: pausetls.TLSSocket) -> Any:
+            asked.set()
+            return pool.submit(release.wait, GENEROUS)  # True once released
+
+        ctx = make_server_context(server_cert)
+        ctx.set_tlsext_servername_callback(servername)
+        server = start_threaded(ctx)
+        client = pool.submit(echo_once, server.server_port, stdlib_client_context(pki))
+        assert asked.wait(GENEROUS)
+        assert not client.done()  # the handshake waits for the future
+        release.set()
+        assert client.result(timeout=GENEROUS).data == b"ping"
+    assert wait_until(lambda: server.stats.handshakes_completed == 1)
+
+
 def test_failed_handshakes_are_counted_and_logged(
     start_threaded: Callable[..., pausetls.ThreadedTLSServer],
     pki: PKI,
