@@ -101,7 +101,10 @@ def in_job() -> bool:
 
 
 class CallbackCount:
-    """User callbacks running now (so paused, or maybe) in the jobs of one owner, e.g. one server."""
+    """User callbacks running now (so paused, or maybe) in the jobs of one owner, e.g. one server.
+
+    Not locked: its jobs run on one thread (a gevent server's hub), as `max_paused` needs.
+    """
 
     __slots__ = ("running",)
 
