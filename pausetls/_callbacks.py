@@ -40,34 +40,28 @@ def _job_of(conn: TLSSocket) -> Job:
     OpenSSL only calls back from inside a call the TLS socket made as a job;
     anything else gets a job that refuses to pause.
     """
-    job = conn._job
-    if job is None:
-        job = Job(lambda: None)
-        job._forbidden = "out-of-job"
-    return job
-
-
-def _is_pending(value: Any) -> bool:
-    """A result another greenlet completes later (gevent's AsyncResult, a Future-like)."""
-    return callable(getattr(value, "ready", None)) and callable(getattr(value, "get", None))
+    job = conn.job
+    return Job.refusing_pauses("out-of-job") if job is None else job
 
 
 def _run_hook(conn: TLSSocket, name: str, callback: Any, *args: Any, returns: tuple[type, ...]) -> tuple[bool, Any]:
     """Run a pausable user callback inside the handshake's job.
 
-    A pending result is waited for (the handshake pauses until another
-    greenlet completes it); the context's ``callback_timeout`` bounds the
-    whole call.  A value that is none of the *returns* types fails the
+    A pending result (whatever the connection's driver recognises, `Driver.pending`)
+    is waited for: the handshake pauses until something else completes it; the
+    context's ``callback_timeout`` bounds the whole call.  A value that is none of the *returns* types fails the
     callback with `TypeError`: a truthy mistake (a coroutine, a Future, a
     string) must not pass for a yes.  Returns ``(ran, value)`` as
     `Job.run_callback` does.
     """
-    timeout = conn.get_context().callback_timeout
-    is_pending = getattr(conn._driver, "is_pending", _is_pending)  # asyncio's: coroutines and futures
+    timeout = conn.get_context().hooks.callback_timeout
+    driver = conn.driver
 
     def call() -> Any:
         result = callback(*args)
-        result = pause(result, None) if is_pending(result) else result
+        waitable = driver.pending(result)
+        if waitable is not None:
+            result = pause(waitable, None)
         if not isinstance(result, returns):
             expected = " or ".join("None" if t is type(None) else t.__name__ for t in returns)
             raise TypeError(f"it returned {type(result).__name__}, expected {expected}")
@@ -75,7 +69,7 @@ def _run_hook(conn: TLSSocket, name: str, callback: Any, *args: Any, returns: tu
 
     if timeout is None:
         return _job_of(conn).run_callback(name, True, call)
-    return _job_of(conn).run_callback(name, True, conn._driver.call_with_timeout, call, timeout)
+    return _job_of(conn).run_callback(name, True, driver.call_with_timeout, call, timeout)
 
 
 def _alert(conn: TLSSocket, name: str, rejected: int) -> int:
@@ -122,7 +116,7 @@ def pausetls_verify_cb(preverify_ok: int, store_ctx: Any) -> int:
 def pausetls_alpn_select_cb(ssl: Any, out: Any, outlen: Any, inp: Any, inlen: int, arg: Any) -> int:
     """``SSL_CTX_alpn_select_cb_func``: pick one of the client's protocols."""
     conn = connection_of(ssl)
-    callback = None if conn is None else conn.get_context()._alpn_select_callback
+    callback = None if conn is None else conn.get_context().hooks.alpn_select
     if conn is None or callback is None:
         return _ALPN_NOACK
     wire = ffi.buffer(inp, inlen)[:]
@@ -172,7 +166,7 @@ def pausetls_session_get_cb(ssl: Any, data: Any, length: int, copy: Any) -> Any:
         return ffi.NULL
     session_id = bytes(ffi.buffer(data, length))
     sid_ctx = conn.session_context.get_session_id()
-    ran, der = _job_of(conn).run_callback("session_get", True, cache.lookup, conn._driver, sid_ctx, session_id)
+    ran, der = _job_of(conn).run_callback("session_get", True, cache.lookup, conn.driver, sid_ctx, session_id)
     if not ran or der is None:
         cache.record_hit(False)
         return ffi.NULL
@@ -204,7 +198,7 @@ def pausetls_session_new_cb(ssl: Any, session: Any) -> int:
     if conn is not None and cache is not None:
         sid_ctx, session_id = _session_ids(session)
         ttl = int(lib.SSL_SESSION_get_timeout(session))
-        cache.save_later(conn._driver, sid_ctx, session_id, _session_der(session), ttl)
+        cache.save_later(conn.driver, sid_ctx, session_id, _session_der(session), ttl)
     return 0
 
 
@@ -224,13 +218,13 @@ def _no_arguments(ssl: Any) -> tuple[Any, ...]:
 def _hook_with_alert(
     ssl: Any, alert: Any, name: str, outcomes: tuple[int, int, int], arguments: Callable[[Any], tuple[Any, ...]]
 ) -> int:
-    """Run the context's ``_<name>_callback(conn, *arguments(ssl))``.
+    """Run the context's ``hooks.<name>(conn, *arguments(ssl))``.
 
     *outcomes* is (ok, fail, the alert when the callback said no); arguments are made only when a callback is set.
     """
     ok, fail, rejected = outcomes
     conn = connection_of(ssl)
-    callback = None if conn is None else getattr(conn.get_context(), f"_{name}_callback")
+    callback = None if conn is None else getattr(conn.get_context().hooks, name)
     if conn is None or callback is None:
         return ok
     ran, result = _run_hook(conn, name, callback, conn, *arguments(ssl), returns=_GO_ON)
@@ -282,7 +276,7 @@ def pausetls_client_hello_cb(ssl: Any, alert: Any, arg: Any) -> int:
 def pausetls_cert_cb(ssl: Any, arg: Any) -> int:
     """Certificate selection: 1 to go on, 0 to fail (OpenSSL sends internal_error)."""
     conn = connection_of(ssl)
-    callback = None if conn is None else conn.get_context()._certificate_callback
+    callback = None if conn is None else conn.get_context().hooks.certificate
     if conn is None or callback is None:
         return 1
     ran, result = _run_hook(conn, "certificate", callback, conn, returns=_GO_ON)
@@ -298,13 +292,13 @@ def pausetls_status_cb(ssl: Any, arg: Any) -> int:
     conn = connection_of(ssl)
     if conn is None:
         return int(lib.SSL_TLSEXT_ERR_NOACK) if lib.SSL_is_server(ssl) else 1
-    context = conn.get_context()
+    hooks = conn.get_context().hooks
     if lib.SSL_is_server(ssl):
-        return _staple(conn, context._ocsp_server_callback, context._ocsp_data)
-    return _check_stapled(conn, context._ocsp_client_callback, context._ocsp_data)
+        return _staple(ssl, conn, hooks.ocsp_server, hooks.ocsp_data)
+    return _check_stapled(ssl, conn, hooks.ocsp_client, hooks.ocsp_data)
 
 
-def _staple(conn: TLSSocket, callback: Any, data: Any) -> int:
+def _staple(ssl: Any, conn: TLSSocket, callback: Any, data: Any) -> int:
     if callback is None:
         return int(lib.SSL_TLSEXT_ERR_NOACK)
     ran, response = _run_hook(conn, "ocsp_server", callback, conn, data, returns=(bytes,))
@@ -316,15 +310,15 @@ def _staple(conn: TLSSocket, callback: Any, data: Any) -> int:
     if buf == ffi.NULL:
         return int(lib.SSL_TLSEXT_ERR_ALERT_FATAL)
     ffi.memmove(buf, response, len(response))
-    lib.SSL_set_tlsext_status_ocsp_resp(conn._ssl, buf, len(response))
+    lib.SSL_set_tlsext_status_ocsp_resp(ssl, buf, len(response))
     return int(lib.SSL_TLSEXT_ERR_OK)
 
 
-def _check_stapled(conn: TLSSocket, callback: Any, data: Any) -> int:
+def _check_stapled(ssl: Any, conn: TLSSocket, callback: Any, data: Any) -> int:
     if callback is None:
         return 1
     out = ffi.new("const unsigned char **")
-    length = lib.SSL_get_tlsext_status_ocsp_resp(conn._ssl, out)
+    length = lib.SSL_get_tlsext_status_ocsp_resp(ssl, out)
     stapled = b"" if length <= 0 or out[0] == ffi.NULL else bytes(ffi.buffer(out[0], length))
     ran, accepted = _run_hook(conn, "ocsp_client", callback, conn, stapled, data, returns=_VERDICT)
     if not ran:

@@ -1,4 +1,4 @@
-"""A minimal HTTP/1.1 GET over gevent sockets, for fetching CA certificates (AIA caIssuers).
+"""A minimal HTTP/1.1 GET over a driver's sockets, for fetching CA certificates (AIA caIssuers).
 
 Only what CA certificate servers need: plain ``http://`` (the URL comes from
 an unverified certificate, so TLS would only add a circular dependency), one
@@ -11,14 +11,16 @@ and the header block have size bounds; anything unexpected is a `FetchError`.
 from __future__ import annotations
 
 import re
+import socket
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, urljoin, urlsplit
 
-import gevent
-from gevent import socket as gsocket
+from .errors import Error, TimeoutError
 
-from .errors import Error
+if TYPE_CHECKING:
+    from ._driver import Driver
 
 __all__ = ["FetchError", "http_get", "MAX_REDIRECTS"]
 
@@ -34,11 +36,14 @@ class FetchError(Error):
     """A CA certificate could not be fetched (refused, timed out, too big, not HTTP 200, not a certificate)."""
 
 
-def http_get(url: str, *, deadline: float, max_bytes: int, host_allowed: Callable[[str], bool] | None = None) -> bytes:
+def http_get(
+    url: str, *, driver: Driver, deadline: float, max_bytes: int, host_allowed: Callable[[str], bool] | None = None
+) -> bytes:
     """The body of a 200 answer to ``GET url``, following up to `MAX_REDIRECTS` http:// redirects.
 
-    *deadline* is a `time.monotonic` value; *host_allowed(host)* may refuse
-    a host (the first URL's and every redirect's).
+    Sockets and the time limit come from *driver*; *deadline* is a
+    `time.monotonic` value; *host_allowed(host)* may refuse a host (the first
+    URL's and every redirect's).
     """
     for _ in range(MAX_REDIRECTS + 1):
         target = _parse(url)
@@ -48,12 +53,16 @@ def http_get(url: str, *, deadline: float, max_bytes: int, host_allowed: Callabl
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise FetchError("timed out")
-        # our own exception instance, so an outer gevent.Timeout still propagates as itself
-        with gevent.Timeout(remaining, FetchError(f"timed out after {remaining:.1f} s")):
-            try:
-                status, headers, body = _request(target, remaining, max_bytes)
-            except OSError as exc:
-                raise FetchError(f"{type(exc).__name__}: {exc}") from exc
+        # the driver's own timer raises pausetls.TimeoutError: a timeout from outside passes as itself
+        try:
+            answer: tuple[int, dict[str, str], bytes] = driver.call_with_timeout(
+                _request, remaining, driver.socket_module, target, remaining, max_bytes
+            )
+            status, headers, body = answer
+        except TimeoutError as exc:
+            raise FetchError(f"timed out after {remaining:.1f} s") from exc
+        except OSError as exc:
+            raise FetchError(f"{type(exc).__name__}: {exc}") from exc
         if status == 200:
             return body
         if status in _REDIRECT_STATUSES and "location" in headers:
@@ -78,7 +87,9 @@ def _parse(url: str) -> SplitResult:
     return target
 
 
-def _request(target: SplitResult, timeout: float, max_bytes: int) -> tuple[int, dict[str, str], bytes]:
+def _request(
+    socket_module: Any, target: SplitResult, timeout: float, max_bytes: int
+) -> tuple[int, dict[str, str], bytes]:
     host = target.hostname or ""
     port = target.port or 80
     host_header = f"[{host}]" if ":" in host else host
@@ -89,7 +100,7 @@ def _request(target: SplitResult, timeout: float, max_bytes: int) -> tuple[int, 
         f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: pausetls-aia\r\n"
         "Accept: application/pkix-cert, application/pkcs7-mime, */*\r\nConnection: close\r\n\r\n"
     )
-    sock = gsocket.create_connection((host, port), timeout=timeout)
+    sock = socket_module.create_connection((host, port), timeout=timeout)
     try:
         sock.sendall(request.encode("ascii"))
         reader = _Reader(sock)
@@ -156,7 +167,7 @@ def _read_chunked(reader: _Reader, max_bytes: int) -> bytes:
 class _Reader:
     """Buffered reads from a socket, each one bounded."""
 
-    def __init__(self, sock: gsocket.socket) -> None:
+    def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._buffer = bytearray()
         self._eof = False

@@ -54,7 +54,7 @@ from . import _live
 from ._binding import drain_error_queue, lib, restore_error_queue
 from .errors import PauseError
 
-__all__ = ["Job", "JobState", "Paused", "Waiter", "current_job", "in_job", "pause"]
+__all__ = ["CallbackCount", "Job", "JobState", "Paused", "Waiter", "current_job", "in_job", "pause"]
 
 
 class Waiter(Protocol):
@@ -83,19 +83,33 @@ class Paused:
         self.timeout = timeout
 
 
-# The job each greenlet is running now.  Jobs nest (a verify callback may
-# open another TLS connection), so entering saves the previous one.
-_current: dict[greenlet, Job] = {}
+_JOB_ATTRIBUTE = "pausetls_job"
+"""The job a greenlet runs now is an attribute of the greenlet itself: no process-wide registry, and
+it goes when the greenlet does.  Jobs nest (a verify callback may open another TLS connection), so
+entering saves the previous one."""
 
 
 def current_job() -> Job | None:
     """The job the calling greenlet runs, or None."""
-    return _current.get(getcurrent())
+    job: Job | None = getattr(getcurrent(), _JOB_ATTRIBUTE, None)
+    return job
 
 
 def in_job() -> bool:
     """True when called from code running inside a job (e.g. an OpenSSL callback)."""
-    return getcurrent() in _current
+    return getattr(getcurrent(), _JOB_ATTRIBUTE, None) is not None
+
+
+class CallbackCount:
+    """User callbacks running now (so paused, or maybe) in the jobs of one owner, e.g. one server.
+
+    Not locked: its jobs run on one thread (a gevent server's hub), as `max_paused` needs.
+    """
+
+    __slots__ = ("running",)
+
+    def __init__(self) -> None:
+        self.running = 0
 
 
 def pause(waitable: Any, timeout: float | None = None) -> Any:
@@ -126,6 +140,7 @@ class Job:
         "_forbidden",
         "_starter",
         "args",
+        "callbacks",
         "exception",
         "failed_callback",
         "fn",
@@ -136,10 +151,13 @@ class Job:
         "waiter",
     )
 
-    def __init__(self, fn: Callable[..., Any], *args: Any, owner: object = None) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], *args: Any, owner: object = None, callbacks: CallbackCount | None = None
+    ) -> None:
         self.fn = fn
         self.args = args
         self.owner = owner
+        self.callbacks = callbacks  # counts this job's running callbacks with those of its owner's peers
         self.waiter: Waiter | None = None
         self.greenlet: greenlet | None = None
         self.state = JobState.NEW
@@ -197,8 +215,8 @@ class Job:
 
     def _enter(self) -> Job | None:
         assert self.greenlet is not None
-        previous = _current.get(self.greenlet)
-        _current[self.greenlet] = self
+        previous: Job | None = getattr(self.greenlet, _JOB_ATTRIBUTE, None)
+        setattr(self.greenlet, _JOB_ATTRIBUTE, self)
         self.state = JobState.RUNNING
         _live.acquire("jobs")
         lib.ERR_clear_error()  # nothing else can be trusted to leave the queue empty
@@ -206,10 +224,7 @@ class Job:
 
     def _leave(self, previous: Job | None) -> None:
         assert self.greenlet is not None
-        if previous is None:
-            _current.pop(self.greenlet, None)
-        else:
-            _current[self.greenlet] = previous
+        setattr(self.greenlet, _JOB_ATTRIBUTE, previous)
         self.state = JobState.FINISHED
         _live.release("jobs")
         callbacks, self._finish_callbacks = self._finish_callbacks, []
@@ -233,6 +248,13 @@ class Job:
         else:
             self._finish_callbacks.append(callback)
 
+    @classmethod
+    def refusing_pauses(cls, where: str) -> Job:
+        """A job for callbacks OpenSSL makes outside any job of ours: running them works, pausing fails."""
+        job = cls(lambda: None)
+        job._forbidden = where
+        return job
+
     def check_pausable(self) -> None:
         if self._forbidden is not None:
             raise PauseError(
@@ -254,6 +276,9 @@ class Job:
         if not pausable:
             self._forbidden = name
         _live.acquire("callbacks")  # a handshake inside a callback is (or may be) paused
+        callbacks = self.callbacks
+        if callbacks is not None:
+            callbacks.running += 1
         try:
             return True, fn(*args)
         except BaseException as exc:  # noqa: BLE001 - must not cross into C
@@ -262,6 +287,8 @@ class Job:
             return False, None
         finally:
             _live.release("callbacks")
+            if callbacks is not None:
+                callbacks.running -= 1
             self._forbidden = forbidden
             lib.ERR_clear_error()
             if saved:

@@ -26,7 +26,3 @@ def live_objects() -> dict[str, int]:
     """A snapshot of the counters: ``ssl``, ``tls_sockets``, ``contexts``, ``jobs`` (OpenSSL calls in
     flight) and ``callbacks`` (user callbacks running now: the handshakes that are, or may be, paused)."""
     return {kind: _live[kind] for kind in ("ssl", "tls_sockets", "contexts", "jobs", "callbacks")}
-
-
-def count(kind: str) -> int:
-    return _live[kind]

@@ -4,7 +4,7 @@ Many servers send only their own certificate.  Browsers cope by fetching the
 missing issuer from the URL in the certificate's Authority Information
 Access extension (caIssuers); OpenSSL does not, and fails with "unable to
 get local issuer certificate".  Because pausetls lets a verify callback
-block on gevent, the callback itself can do that fetch mid-handshake::
+pause, the callback itself can do that fetch mid-handshake::
 
     fetcher = pausetls.AIAFetcher(cafile="roots.pem")
     ctx = pausetls.client_context("roots.pem")
@@ -15,7 +15,8 @@ It fails closed: a missing issuer is only forgiven after the fetcher has
 verified the whole chain itself (``cryptography.x509.verification``: the
 peer's chain plus what it fetched, against its own trust store, including
 the host name); any fetch or verification failure keeps OpenSSL's "no".
-Client side only (it checks ``conn.server_hostname``); gevent only.
+Client side only (it checks ``conn.server_hostname``).  Its sockets and waits
+come from its *driver*: gevent's by default, ``driver=thread_driver`` for threads.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
@@ -39,13 +41,14 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509 import verification
 from cryptography.x509.oid import AuthorityInformationAccessOID
-from gevent.event import AsyncResult
 from OpenSSL import crypto
 
 from ._http_get import FetchError, http_get
-from .errors import Error
+from .errors import Error, TimeoutError
+from .gevent_driver import gevent_driver
 
 if TYPE_CHECKING:
+    from ._driver import Driver
     from .context import VerifyCallback
     from .tls_socket import TLSSocket
 
@@ -117,7 +120,7 @@ class AIAFetcher:
     one answer's body; *cache_size* URLs are kept (failures only for
     `negative_ttl` seconds); *allow_hosts*, if given, are the only hosts it
     fetches from (otherwise a server can make the client GET any http:// URL,
-    as browsers allow).
+    as browsers allow).  *driver* makes its sockets and bounds its waits.
     """
 
     max_chain_fetches = 4  # AIA hops followed upwards from the certificate missing its issuer
@@ -133,18 +136,20 @@ class AIAFetcher:
         max_bytes: int = 65536,
         cache_size: int = 256,
         allow_hosts: Iterable[str] | None = None,
+        driver: Driver = gevent_driver,
     ) -> None:
         if not timeout > 0 or max_bytes <= 0 or cache_size < 0:
             raise ValueError("timeout and max_bytes must be positive, cache_size not negative")
         roots = load_roots(cafile, capath)
         self._store = verification.Store(roots)
         self._root_names = {root.subject for root in roots}
+        self.driver = driver  # sockets, time limits and waits for another fetch of the same URL
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.allow_hosts = None if allow_hosts is None else frozenset(_normal_host(h) for h in allow_hosts)
         self.stats = AIAStats()
         self._cache = _LRU(cache_size)
-        self._in_flight: dict[str, AsyncResult] = {}
+        self._in_flight: dict[str, Future[_Outcome]] = {}
         # connection -> DER of the leaf it verified, so OpenSSL's follow-on errors for that chain pass
         self._verified: WeakKeyDictionary[TLSSocket, bytes] = WeakKeyDictionary()
 
@@ -246,9 +251,10 @@ class AIAFetcher:
             self.stats.cache_hits += 1
         elif (pending := self._in_flight.get(url)) is not None:
             # another greenlet is fetching this URL: wait for its answer instead of asking again
-            outcome = pending.wait(max(0.0, deadline - time.monotonic()))
-            if outcome is None:
-                raise FetchError(f"timed out waiting for {url}")
+            try:
+                outcome = self.driver.wait(pending, max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise FetchError(f"timed out waiting for {url}") from None
         else:
             outcome = self._fetch_once(url, deadline)
         if outcome.certificates is None:
@@ -256,13 +262,19 @@ class AIAFetcher:
         return outcome.certificates
 
     def _fetch_once(self, url: str, deadline: float) -> _Outcome:
-        pending = AsyncResult()
+        pending: Future[_Outcome] = Future()
         self._in_flight[url] = pending
         outcome = _Outcome(None, "fetch interrupted")  # what waiters get if this greenlet is killed
         started = time.monotonic()
         try:
             try:
-                body = http_get(url, deadline=deadline, max_bytes=self.max_bytes, host_allowed=self._host_allowed)
+                body = http_get(
+                    url,
+                    driver=self.driver,
+                    deadline=deadline,
+                    max_bytes=self.max_bytes,
+                    host_allowed=self._host_allowed,
+                )
                 certificates = parse_certificates(body)
                 outcome = _Outcome(certificates, f"ok, {len(certificates)} certificate(s)")
             except FetchError as exc:
@@ -273,7 +285,7 @@ class AIAFetcher:
             log.info("AIA fetch %s: %s (%.0f ms)", url, outcome.reason, (time.monotonic() - started) * 1000)
         finally:
             del self._in_flight[url]
-            pending.set(outcome)
+            pending.set_result(outcome)
         return outcome
 
     def _host_allowed(self, host: str) -> bool:

@@ -89,6 +89,8 @@ class Server:
         max_handshakes: int | None = None,
         limit: int = _STREAM_LIMIT,
     ) -> None:
+        if context.session_cache is not None:
+            context.session_cache.bind(asyncio_driver)  # its deferred writes run as tasks on this loop
         self._loop = asyncio.get_running_loop()
         self._cb = client_connected_cb
         self._sockets = sockets

@@ -23,6 +23,7 @@ import inspect
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
+from types import ModuleType
 from typing import Any
 
 from greenlet import getcurrent, greenlet
@@ -162,21 +163,26 @@ class _AsyncioIO:
                     ready.set_exception(ClosedError("TLS socket was closed by another task"))
 
 
-class _BridgeLock:
-    """A non-reentrant lock for bridged code: a second holder awaits in its own task."""
+class _BridgeSemaphore:
+    """A counting semaphore for bridged code: a holder beyond *size* awaits its turn in its own task.
+    ``lock()`` is the one of size 1 (not reentrant)."""
 
-    __slots__ = ("_locked", "_waiters")
+    __slots__ = ("_free", "_waiters")
 
-    def __init__(self) -> None:
-        self._locked = False
+    def __init__(self, size: int) -> None:
+        self._free = size
         self._waiters: deque[asyncio.Future[None]] = deque()
 
-    def __enter__(self) -> _BridgeLock:
-        while self._locked:
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        while self._free <= 0:
+            if not blocking:
+                return False
             turn = asyncio.get_running_loop().create_future()
             self._waiters.append(turn)
             try:
-                await_only(turn)
+                await_only(_within(turn, timeout, "semaphore wait timed out"))
+            except TimeoutError:
+                return False
             except BaseException:
                 if turn.done() and not turn.cancelled():
                     self._wake_next()  # woken, then cancelled: pass the turn on
@@ -184,12 +190,19 @@ class _BridgeLock:
             finally:
                 if turn in self._waiters:
                     self._waiters.remove(turn)
-        self._locked = True
+        self._free -= 1
+        return True
+
+    def release(self) -> None:
+        self._free += 1
+        self._wake_next()
+
+    def __enter__(self) -> _BridgeSemaphore:
+        self.acquire()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._locked = False
-        self._wake_next()
+        self.release()
 
     def _wake_next(self) -> None:
         while self._waiters:
@@ -207,9 +220,18 @@ class AsyncioDriver:
     def __init__(self) -> None:
         self._deferred: set[asyncio.Task[Any]] = set()  # strong references: the loop keeps only weak ones
 
-    def is_pending(self, value: Any) -> bool:
+    def pending(self, value: Any) -> Any | None:
         """A hook's result to wait for: a coroutine (``async def`` hooks), a future, any awaitable."""
-        return inspect.isawaitable(value) or isinstance(value, concurrent.futures.Future)
+        return value if inspect.isawaitable(value) or isinstance(value, concurrent.futures.Future) else None
+
+    @property
+    def socket_module(self) -> ModuleType:
+        """Blocking sockets would stop the loop: the networked stores and helpers that make their own
+        sockets have asyncio counterparts instead (`pausetls.stores.asyncio_stores`)."""
+        raise TypeError(
+            "this needs sockets of its own, which would block the event loop under asyncio: use "
+            "pausetls.stores.asyncio_stores (AsyncioRedisStore, AsyncioMemcachedStore) or MemoryStore"
+        )
 
     def wait(self, waitable: Any, timeout: float | None) -> Any:
         return await_only(_within(_as_awaitable(waitable), timeout, "pause timed out"))
@@ -217,8 +239,11 @@ class AsyncioDriver:
     def io_waiter(self, sock: Any) -> _AsyncioIO:
         return _AsyncioIO(sock)
 
-    def lock(self) -> _BridgeLock:
-        return _BridgeLock()
+    def lock(self) -> _BridgeSemaphore:
+        return _BridgeSemaphore(1)
+
+    def semaphore(self, size: int) -> _BridgeSemaphore:
+        return _BridgeSemaphore(size)
 
     def call_with_timeout(self, fn: Callable[..., Any], timeout: float, *args: Any) -> Any:
         """Every await inside ``fn(*args)`` must finish within *timeout* (plain computation is not cut)."""

@@ -11,6 +11,7 @@ from OpenSSL import crypto
 from . import _live
 from ._binding import drain_error_queue, ffi, lib
 from ._certs import CertificateLike, PrivateKeyLike, new_x509, use_pkey, use_x509
+from ._hooks import ContextHooks
 from ._session_binding import policy_session_id
 from ._x509_names import NameLike, names_of_stack, new_name_stack
 from .constants import FILETYPE_PEM, TLS_CLIENT_METHOD, TLS_METHOD, TLS_SERVER_METHOD
@@ -20,6 +21,7 @@ from .session_cache import CallbackBackend, SessionCache, StoreBackend
 from .tls_defaults import apply_defaults
 
 if TYPE_CHECKING:
+    from ._driver import Driver
     from .client_hello import ClientHello
     from .stores import SessionStore
     from .tls_socket import TLSSocket
@@ -102,15 +104,7 @@ class Context:
         _live.acquire("contexts")
         self._handle = ffi.new_handle(self)
         lib.SSL_CTX_set_ex_data(self._ctx, _EX_DATA_INDEX, self._handle)
-        self._verify_callback: VerifyCallback | None = None
-        self._alpn_select_callback: AlpnSelectCallback | None = None
-        self._servername_callback: Callable[[TLSSocket], Any] | None = None
-        self._client_hello_callback: Callable[[TLSSocket, ClientHello], Any] | None = None
-        self._certificate_callback: Callable[[TLSSocket], Any] | None = None
-        self._ocsp_server_callback: Callable[[TLSSocket, Any], Any] | None = None
-        self._ocsp_client_callback: Callable[[TLSSocket, bytes, Any], Any] | None = None
-        self._ocsp_data: Any = None
-        self.callback_timeout: float | None = None
+        self.hooks = ContextHooks()  # the user callbacks, read by the OpenSSL callbacks
         self._app_data: Any = None
         lib.SSL_CTX_set_options(self._ctx, lib.SSL_OP_NO_COMPRESSION)
         lib.SSL_CTX_set_mode(self._ctx, lib.SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | lib.SSL_MODE_RELEASE_BUFFERS)
@@ -246,7 +240,7 @@ class Context:
         """
         if callback is not None and not callable(callback):
             raise TypeError("callback must be callable")
-        self._verify_callback = callback
+        self.hooks.verify = callback
         cb = ffi.NULL if callback is None else lib.pausetls_verify_cb
         lib.SSL_CTX_set_verify(self._ctx, mode, cb)
         self._session_policy_changed()
@@ -255,7 +249,7 @@ class Context:
         return int(lib.SSL_CTX_get_verify_mode(self._ctx))
 
     def get_verify_callback(self) -> VerifyCallback | None:
-        return self._verify_callback
+        return self.hooks.verify  # type: ignore[no-any-return]
 
     def set_verify_depth(self, depth: int) -> None:
         lib.SSL_CTX_set_verify_depth(self._ctx, depth)
@@ -316,21 +310,26 @@ class Context:
 
     def set_alpn_select_callback(self, callback: AlpnSelectCallback) -> None:
         """Server: ``callback(conn, offered_protocols) -> chosen`` (may block on the loop)."""
-        self._alpn_select_callback = callback
+        self.hooks.alpn_select = callback
         lib.SSL_CTX_set_alpn_select_cb(self._ctx, lib.pausetls_alpn_select_cb, ffi.NULL)
 
     # -- pausable handshake hooks ----------------------------------------
     #
     # Each callback may block on the event loop (the handshake pauses) or
-    # return a pending object (anything with ``ready()`` and ``get()``, such
-    # as gevent's ``AsyncResult``) that another greenlet completes later.
+    # return a pending value that something else completes later: whatever
+    # the connection's driver recognises (`Driver.pending`): under gevent an
+    # ``AsyncResult``, ``Event`` or ``Greenlet``, or a ``concurrent.futures.Future``.
     # Raising `pausetls.Alert` fails the handshake with that alert; any other
     # exception fails it with internal_error and is re-raised from the
     # handshake as `CallbackError`.  `set_callback_timeout` bounds them all.
 
     def set_callback_timeout(self, seconds: float | None) -> None:
         """Longest any one handshake callback may take (pauses included); None: no limit."""
-        self.callback_timeout = seconds
+        self.hooks.callback_timeout = seconds
+
+    @property
+    def callback_timeout(self) -> float | None:
+        return self.hooks.callback_timeout
 
     def set_tlsext_servername_callback(self, callback: Callable[[TLSSocket], Any]) -> None:
         """Server: ``callback(conn)`` after the SNI name is read (``conn.get_servername()``).
@@ -339,7 +338,7 @@ class Context:
         or load a certificate for it (``conn.use_certificate``...).  Returning
         False rejects the handshake with unrecognized_name.
         """
-        self._servername_callback = callback
+        self.hooks.servername = callback
         lib.SSL_CTX_set_tlsext_servername_callback(self._ctx, lib.pausetls_servername_cb)
 
     def set_client_hello_callback(self, callback: Callable[[TLSSocket, ClientHello], Any]) -> None:
@@ -347,13 +346,13 @@ class Context:
 
         Returning False rejects the handshake with handshake_failure.
         """
-        self._client_hello_callback = callback
+        self.hooks.client_hello = callback
         lib.SSL_CTX_set_client_hello_cb(self._ctx, lib.pausetls_client_hello_cb, ffi.NULL)
 
     def set_certificate_callback(self, callback: Callable[[TLSSocket], Any]) -> None:
         """``callback(conn)`` before the certificate is chosen: set it with ``conn.use_certificate``
         and ``conn.use_privatekey``.  Returning False fails the handshake (internal_error)."""
-        self._certificate_callback = callback
+        self.hooks.certificate = callback
         lib.SSL_CTX_set_cert_cb(self._ctx, lib.pausetls_cert_cb, ffi.NULL)
 
     def set_ocsp_server_callback(self, callback: Callable[[TLSSocket, Any], Any], data: Any = None) -> None:
@@ -361,15 +360,15 @@ class Context:
 
         Called only when the client asks for one.
         """
-        self._ocsp_server_callback = callback
-        self._ocsp_data = data
+        self.hooks.ocsp_server = callback
+        self.hooks.ocsp_data = data
         lib.SSL_CTX_set_tlsext_status_cb(self._ctx, lib.pausetls_status_cb)
 
     def set_ocsp_client_callback(self, callback: Callable[[TLSSocket, bytes, Any], Any], data: Any = None) -> None:
         """Client: ``callback(conn, ocsp_der, data) -> bool`` with the stapled response (b"" if none);
         False fails the handshake with bad_certificate_status_response.  Call ``conn.request_ocsp()``."""
-        self._ocsp_client_callback = callback
-        self._ocsp_data = data
+        self.hooks.ocsp_client = callback
+        self.hooks.ocsp_data = data
         lib.SSL_CTX_set_tlsext_status_cb(self._ctx, lib.pausetls_status_cb)
 
     # -- sessions --------------------------------------------------------
@@ -420,6 +419,7 @@ class Context:
         mode: int = _STORE_CACHE_MODE,
         max_pending_writes: int = 1024,
         keep_sessions_on_eof: bool = True,
+        driver: Driver | None = None,
     ) -> SessionCache:
         """Keep this server's sessions in *store* (default: in memory; memcached, Redis, ...), sealed.
 
@@ -436,6 +436,9 @@ class Context:
         do.  *keep_sessions_on_eof* sets ``OP_IGNORE_UNEXPECTED_EOF`` so those
         sessions stay resumable; the price is that such an EOF reads as a
         clean close (no `TruncatedStreamError`) on this context.
+
+        The cache (and its store) waits through one *driver*: the server this
+        context is given to binds it (`SessionCache.bind`) unless given here.
         """
         if store is None:
             from .stores.memory import MemoryStore
@@ -443,7 +446,7 @@ class Context:
             store = MemoryStore()
         backend = StoreBackend(store, sealer or SessionSealer.generate(), namespace)
         cache = SessionCache(backend, timeout=timeout, max_pending_writes=max_pending_writes)
-        return self._install_session_cache(cache, mode, keep_sessions_on_eof)
+        return self._install_session_cache(cache, mode, keep_sessions_on_eof, driver)
 
     def set_session_callbacks(
         self,
@@ -454,15 +457,20 @@ class Context:
         timeout: float = 0.5,
         mode: int = _STORE_CACHE_MODE,
         keep_sessions_on_eof: bool = True,
+        driver: Driver | None = None,
     ) -> SessionCache:
         """Low level: ``get(session_id) -> der | None`` may block (it pauses the handshake);
         ``new(session_id, der)`` and ``remove(session_id)`` run later in their own greenlet.
         The DER holds the master secret: seal it before it leaves the process.
-        *mode* and *keep_sessions_on_eof* as for `set_session_cache`."""
+        *mode*, *keep_sessions_on_eof* and *driver* as for `set_session_cache`."""
         cache = SessionCache(CallbackBackend(get, new, remove), timeout=timeout)
-        return self._install_session_cache(cache, mode, keep_sessions_on_eof)
+        return self._install_session_cache(cache, mode, keep_sessions_on_eof, driver)
 
-    def _install_session_cache(self, cache: SessionCache, mode: int, keep_sessions_on_eof: bool) -> SessionCache:
+    def _install_session_cache(
+        self, cache: SessionCache, mode: int, keep_sessions_on_eof: bool, driver: Driver | None
+    ) -> SessionCache:
+        if driver is not None:
+            cache.bind(driver)
         self.session_cache = cache
         if keep_sessions_on_eof:
             self.set_options(lib.SSL_OP_IGNORE_UNEXPECTED_EOF)

@@ -8,12 +8,14 @@ pauses the handshake with no pausetls API at all; `pausetls.pause` works too.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 import gevent
+import gevent.socket
 from gevent.event import Event
 from gevent.hub import get_hub
-from gevent.lock import Semaphore
+from gevent.lock import BoundedSemaphore, Semaphore
 from gevent.socket import wait as _wait_watcher
 
 from ._job import Job
@@ -49,9 +51,22 @@ class GeventDriver:
     """Waits on the gevent hub."""
 
     name = "gevent"
+    socket_module = gevent.socket
+
+    def pending(self, value: Any) -> Any | None:
+        """An ``AsyncResult``, ``Greenlet`` or anything with ``ready()`` and ``get()``; a gevent ``Event``;
+        a ``concurrent.futures.Future`` (completed by a thread: waited for without blocking the hub)."""
+        if isinstance(value, (Future, Event)):
+            return value
+        if callable(getattr(value, "ready", None)) and callable(getattr(value, "get", None)):
+            return value
+        return None
 
     def wait(self, waitable: Any, timeout: float | None) -> Any:
-        """Wait for an AsyncResult/Future-like (``get``), an Event-like (``wait``) or a Greenlet."""
+        """Wait for an AsyncResult/Future-like (``get``), an Event-like (``wait``), a Greenlet, or a
+        ``concurrent.futures.Future``."""
+        if isinstance(waitable, Future):
+            return _wait_for_future(waitable, timeout)
         if hasattr(waitable, "get") and hasattr(waitable, "ready"):
             # our own timer raises TimeoutError; a gevent.Timeout from outside (a server's
             # handshake deadline) must pass through as itself, not pose as a pause timeout
@@ -66,6 +81,9 @@ class GeventDriver:
 
     def lock(self) -> Semaphore:
         return Semaphore()
+
+    def semaphore(self, size: int) -> BoundedSemaphore:
+        return BoundedSemaphore(size)
 
     def call_with_timeout(self, fn: Callable[..., Any], timeout: float, *args: Any) -> Any:
         with gevent.Timeout(timeout, TimeoutError(f"timed out after {timeout} s")):
@@ -83,6 +101,18 @@ class GeventDriver:
         # what gevent.kill does: raise in the paused greenlet from the hub
         get_hub().loop.run_callback(job.greenlet.throw, exc)
         return bool(finished.wait(timeout))
+
+
+def _wait_for_future(future: Future[Any], timeout: float | None) -> Any:
+    """A thread's future, waited for on the hub: the thread that completes it wakes this greenlet
+    through the loop's thread-safe callback queue (a gevent Event is not to be set from another thread)."""
+    if not future.done():
+        done = Event()
+        loop = get_hub().loop
+        future.add_done_callback(lambda _future: loop.run_callback_threadsafe(done.set))
+        if not done.wait(timeout):
+            raise TimeoutError("pause timed out")
+    return future.result()
 
 
 gevent_driver = GeventDriver()

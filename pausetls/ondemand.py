@@ -10,16 +10,17 @@
   name with no files of its own falls back to ``_wildcard.<parent>.pem`` /
   ``.key`` (``a.example.com`` -> ``_wildcard.example.com``; one level, and
   only under a parent of two labels or more); or
-* ``loader(name) -> (chain_pem, key_pem) | None``, which may block on gevent
-  (a vault, a database, an ACME client).  None means "no such name".
+* ``loader(name) -> (chain_pem, key_pem) | None``, which may block on its
+  driver's loop (a vault, a database, an ACME client).  None means "no such name".
 
 Names are the SNI names clients send, lowercased and checked against
 ``[a-z0-9-]`` labels (no ``/``, no ``..``, no ``_``) before any loader sees
 them, so a directory loader never leaves its directory and a client cannot
 ask for the ``_wildcard.`` files directly.
 
-Loads run in a greenlet of their own (bounded by *load_timeout*); concurrent
-first requests for one name wait on the same load (a gevent `AsyncResult`),
+Loads run apart (``driver.defer``: a greenlet under gevent, the default; a
+worker thread under threads), bounded by *load_timeout*; concurrent first
+requests for one name wait on the same load (a ``concurrent.futures.Future``),
 and a handshake that gives up waiting does not cancel it.  Results are kept
 in an LRU of parsed certificates and keys (*max_entries*, optional *ttl*);
 unknown names are remembered for *miss_ttl* seconds in a separate LRU, so
@@ -36,18 +37,21 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-import gevent
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from gevent.event import AsyncResult
 
 from .context import Context
 from .errors import Error, TimeoutError
+from .gevent_driver import gevent_driver
 from .tls_socket import TLSSocket
+
+if TYPE_CHECKING:
+    from ._driver import Driver
 
 __all__ = [
     "OnDemandCertificates",
@@ -61,7 +65,7 @@ __all__ = [
 log = logging.getLogger("pausetls.ondemand")
 
 Loader = Callable[[str], "tuple[bytes, bytes] | None"]
-"""``loader(name) -> (chain_pem, key_pem) | None``; may block on gevent."""
+"""``loader(name) -> (chain_pem, key_pem) | None``; may block on the driver's loop."""
 
 _LABEL = r"[a-z0-9-]{1,63}"
 _NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\Z")
@@ -205,6 +209,7 @@ class OnDemandCertificates:
         miss_ttl: float = 60.0,
         load_timeout: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        driver: Driver = gevent_driver,
     ) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be >= 1")
@@ -213,10 +218,11 @@ class OnDemandCertificates:
         self.ttl = ttl
         self.miss_ttl = miss_ttl
         self.load_timeout = load_timeout
+        self.driver = driver  # runs loads, bounds them, and waits for them
         self.stats = OnDemandStats()
         self._found: _LRU[CertifiedKey] = _LRU(max_entries, clock)
         self._missing: _LRU[None] = _LRU(max_entries, clock)
-        self._loading: dict[str, AsyncResult] = {}
+        self._loading: dict[str, Future[CertifiedKey | None]] = {}
 
     def install(self, context: Context) -> None:
         """Use this as *context*'s SNI callback."""
@@ -235,7 +241,7 @@ class OnDemandCertificates:
         return self.servername_callback(conn)
 
     def get(self, server_name: str | bytes | None) -> CertifiedKey | None:
-        """The certificate for *server_name*, loading it if needed (blocks on gevent); None if unknown."""
+        """The certificate for *server_name*, loading it if needed (waits through the driver); None if unknown."""
         name = normalize_server_name(server_name)
         if name is None:
             self.stats.unknown += 1
@@ -249,11 +255,11 @@ class OnDemandCertificates:
             return None
         pending = self._loading.get(name)
         if pending is None:
-            pending = self._loading[name] = AsyncResult()
-            gevent.spawn(self._load, name, pending)
+            pending = self._loading[name] = Future()
+            self.driver.defer(self._load, name, pending)
         else:
             self.stats.waits += 1
-        result: CertifiedKey | None = pending.get()
+        result: CertifiedKey | None = self.driver.wait(pending, None)
         if result is None:
             self.stats.unknown += 1
         return result
@@ -275,11 +281,13 @@ class OnDemandCertificates:
         """Certificates cached."""
         return len(self._found)
 
-    def _load(self, name: str, pending: AsyncResult) -> None:
+    def _load(self, name: str, pending: Future[CertifiedKey | None]) -> None:
         self.stats.loads += 1
         try:
-            with gevent.Timeout(self.load_timeout, TimeoutError(f"loading the certificate for {name!r} timed out")):
-                loaded = self.loader(name)
+            try:
+                loaded = self.driver.call_with_timeout(self.loader, self.load_timeout, name)
+            except TimeoutError as exc:
+                raise TimeoutError(f"loading the certificate for {name!r} timed out") from exc
             found = None if loaded is None else CertifiedKey.from_pem(name, *loaded)
         except BaseException as exc:
             self.stats.failures += 1
@@ -290,7 +298,7 @@ class OnDemandCertificates:
         else:
             if self._loading.get(name) is pending:  # else forgotten while loading: answer, cache nothing
                 self._remember(name, found)
-            pending.set(found)
+            pending.set_result(found)
         finally:
             if self._loading.get(name) is pending:
                 del self._loading[name]

@@ -13,8 +13,8 @@ from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer as _PyWSGIServer
 from gevent.server import StreamServer
 
-from . import _live
 from ._accept_pause import RETRY_INTERVAL, AcceptPause
+from ._job import CallbackCount
 from ._server_stats import ServerStats, is_peer_failure, peer
 from ._tcp import set_nodelay
 from .context import Context
@@ -48,7 +48,7 @@ class TLSServer(StreamServer):  # type: ignore[misc]
     handshake_timeout: float | None = 30.0
     #: handshakes in progress at once (paused ones included); None: no limit
     max_handshakes: int | None = None
-    #: callbacks running at once in this process (paused handshakes); None: no limit
+    #: callbacks of this server's handshakes running at once (paused handshakes); None: no limit
     max_paused: int | None = None
     #: at a limit: "backlog" stops accepting (clients wait in the kernel's accept queue),
     #: "refuse" accepts and closes at once
@@ -89,12 +89,15 @@ class TLSServer(StreamServer):  # type: ignore[misc]
     ) -> None:
         if overload not in ("backlog", "refuse"):
             raise ValueError('overload is "backlog" or "refuse"')
+        if context.session_cache is not None:
+            context.session_cache.bind(gevent_driver)  # its deferred writes run on this hub
         self.context = context
         self.handshake_timeout = handshake_timeout
         self.max_handshakes = max_handshakes
         self.max_paused = max_paused
         self.overload = overload
         self.stats = ServerStats()
+        self._callbacks = CallbackCount()  # this server's own: other servers and clients do not count
         self._handshaking: set[gevent.Greenlet] = set()
         self._slots = None if max_handshakes is None else BoundedSemaphore(max_handshakes)
         self._handshake_done = Event()
@@ -104,7 +107,7 @@ class TLSServer(StreamServer):  # type: ignore[misc]
         """True when another handshake would exceed `max_handshakes` or `max_paused`."""
         if self.max_handshakes is not None and self.stats.handshaking >= self.max_handshakes:
             return True
-        return self.max_paused is not None and _live.count("callbacks") >= self.max_paused
+        return self.max_paused is not None and self._callbacks.running >= self.max_paused
 
     def _refused(self, sock: Any, address: Any) -> bool:
         """With ``overload="refuse"``: close a connection that arrives at a limit (counted, logged)."""
@@ -126,7 +129,7 @@ class TLSServer(StreamServer):  # type: ignore[misc]
             if self._slots.locked():
                 self.stop_accepting()
             self._slots.acquire()
-        while self.max_paused is not None and _live.count("callbacks") >= self.max_paused:
+        while self.max_paused is not None and self._callbacks.running >= self.max_paused:
             self.stop_accepting()
             self._handshake_done.clear()
             self._handshake_done.wait()  # a paused count only falls as handshakes move on
@@ -142,7 +145,7 @@ class TLSServer(StreamServer):  # type: ignore[misc]
             self.start_accepting()
 
     def _limits(self) -> str:
-        paused = _live.count("callbacks")
+        paused = self._callbacks.running
         return f"handshakes {self.stats.handshaking}/{self.max_handshakes}, paused {paused}/{self.max_paused}"
 
     @property
@@ -175,7 +178,7 @@ class TLSServer(StreamServer):  # type: ignore[misc]
         self.stats.accepted += 1
         if self._refused(sock, address):
             return None
-        tls = TLSSocket(self.context, sock, server_side=True, driver=gevent_driver)
+        tls = TLSSocket(self.context, sock, server_side=True, driver=gevent_driver, callback_count=self._callbacks)
         tls.set_linger(self.linger_timeout, self.linger_bytes)
         try:
             if not self._handshake(tls, address):

@@ -11,7 +11,8 @@ may do follows ``../shared/DESIGN.md``:
   for another id or context -- is a *miss* (a full handshake), counted and
   logged at debug level, never an error for the client.
 * new (``SSL_CTX_sess_set_new_cb``): the DER is copied and written from
-  another greenlet or thread (`Driver.defer`); OpenSSL keeps its reference.
+  another greenlet or thread (`Driver.defer` of the driver the cache is
+  bound to); OpenSSL keeps its reference.
 * remove (``SSL_CTX_sess_set_remove_cb``): may run with ``ctx->lock`` held,
   so it never pauses: the id is copied and deleted later.
 
@@ -28,8 +29,10 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .sealing import SealError, SessionSealer, store_key
+from .stores._common import check_rebind
 
 if TYPE_CHECKING:
+    from ._driver import Driver
     from .stores import SessionStore
 
 __all__ = ["SessionCache", "SessionCacheStats", "SessionBackend", "StoreBackend", "CallbackBackend"]
@@ -63,6 +66,8 @@ class SessionCacheStats:
 class SessionBackend(Protocol):
     """Where sessions (DER of ``SSL_SESSION``) go; calls may block on the driver's loop."""
 
+    def bind(self, driver: Driver) -> None: ...
+
     def load(self, sid_ctx: bytes, session_id: bytes) -> bytes | None: ...
 
     def save(self, sid_ctx: bytes, session_id: bytes, der: bytes, ttl: int) -> None: ...
@@ -77,6 +82,12 @@ class StoreBackend:
         self.store = store
         self.sealer = sealer
         self.namespace = namespace
+
+    def bind(self, driver: Driver) -> None:
+        """A networked store makes its sockets and locks with *driver*."""
+        bind = getattr(self.store, "bind", None)
+        if bind is not None:
+            bind(driver)
 
     def load(self, sid_ctx: bytes, session_id: bytes) -> bytes | None:
         key = store_key(self.namespace, sid_ctx, session_id)
@@ -105,6 +116,9 @@ class CallbackBackend:
     ) -> None:
         self._get, self._new, self._remove = get, new, remove
 
+    def bind(self, driver: Driver) -> None:
+        pass  # the user's functions wait however they wait
+
     def load(self, sid_ctx: bytes, session_id: bytes) -> bytes | None:
         return None if self._get is None else self._get(session_id)
 
@@ -117,14 +131,6 @@ class CallbackBackend:
             self._remove(session_id)
 
 
-class _Runner(Protocol):
-    """The part of a `Driver` the cache uses."""
-
-    def call_with_timeout(self, fn: Callable[..., Any], timeout: float, *args: Any) -> Any: ...
-
-    def defer(self, fn: Callable[..., Any], *args: Any) -> None: ...
-
-
 class SessionCache:
     """The glue between OpenSSL's session callbacks and a `SessionBackend`."""
 
@@ -134,16 +140,28 @@ class SessionCache:
         self.max_pending_writes = max_pending_writes
         self.stats = SessionCacheStats()
         self._pending_writes = 0
-        self._runner: _Runner | None = None  # the driver of the last connection that used us
+        self.driver: Driver | None = None  # what lookups wait through and deferred writes run on
 
-    def lookup(self, runner: _Runner, sid_ctx: bytes, session_id: bytes) -> bytes | None:
-        """The DER of a stored session, or None.  Runs inside the handshake and may pause; never raises
-        an ``Exception`` (a failure is a miss), but lets cancellation (``BaseException``) through."""
-        self._runner = runner
+    def bind(self, driver: Driver) -> None:
+        """Serve connections of *driver* (a server binds its context's cache when it starts).
+
+        Once: a cache bound to one driver refuses another (`ValueError`), because its store's
+        sockets and locks wait through one loop.  A cache no server bound is bound by the first
+        connection that uses it.
+        """
+        if check_rebind(self.driver, driver, self):
+            self.backend.bind(driver)
+            self.driver = driver
+
+    def lookup(self, driver: Driver, sid_ctx: bytes, session_id: bytes) -> bytes | None:
+        """The DER of a stored session, or None.  Runs inside the handshake (of a connection of
+        *driver*) and may pause; never raises an ``Exception`` (a failure, a connection of another
+        driver, is a miss), but lets cancellation (``BaseException``) through."""
         self.stats.lookups += 1
         started = time.monotonic()
         try:
-            der = runner.call_with_timeout(self.backend.load, self.timeout, sid_ctx, session_id)
+            self.bind(driver)
+            der = driver.call_with_timeout(self.backend.load, self.timeout, sid_ctx, session_id)
         except SealError as exc:
             self.stats.rejected += 1
             log.debug("session %s rejected: %s", session_id.hex()[:16], exc)
@@ -176,26 +194,28 @@ class SessionCache:
         self.stats.rejected += 1
         log.debug("stored session rejected: %s", why)
 
-    def save_later(self, runner: _Runner, sid_ctx: bytes, session_id: bytes, der: bytes, ttl: int) -> None:
-        self._runner = runner
-        self._write_later(runner, "stored", self.backend.save, sid_ctx, session_id, der, max(1, ttl))
+    def save_later(self, driver: Driver, sid_ctx: bytes, session_id: bytes, der: bytes, ttl: int) -> None:
+        if self.driver is None:
+            self.bind(driver)
+        self._write_later("stored", self.backend.save, sid_ctx, session_id, der, max(1, ttl))
 
     def forget_later(self, sid_ctx: bytes, session_id: bytes) -> None:
-        if self._runner is None:
-            log.debug("session remove before any connection: nothing to act from")
-            return
-        self._write_later(self._runner, "deleted", self.backend.forget, sid_ctx, session_id)
+        self._write_later("deleted", self.backend.forget, sid_ctx, session_id)
 
-    def _write_later(self, runner: _Runner, counter: str, fn: Callable[..., Any], *args: Any) -> None:
+    def _write_later(self, counter: str, fn: Callable[..., Any], *args: Any) -> None:
+        driver = self.driver
+        if driver is None:
+            log.debug("session store write before the cache served any connection: nothing to run it on")
+            return
         if self._pending_writes >= self.max_pending_writes:
             self.stats.dropped_writes += 1
             return
         self._pending_writes += 1
-        runner.defer(self._write, runner, counter, fn, *args)
+        driver.defer(self._write, driver, counter, fn, *args)
 
-    def _write(self, runner: _Runner, counter: str, fn: Callable[..., Any], *args: Any) -> None:
+    def _write(self, driver: Driver, counter: str, fn: Callable[..., Any], *args: Any) -> None:
         try:
-            runner.call_with_timeout(fn, self.timeout, *args)
+            driver.call_with_timeout(fn, self.timeout, *args)
             setattr(self.stats, counter, getattr(self.stats, counter) + 1)
         except Exception as exc:  # noqa: BLE001 - logged and counted; a lost write costs a full handshake
             self.stats.store_failures += 1

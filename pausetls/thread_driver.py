@@ -12,7 +12,7 @@ import select
 import socket
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ._job import Job
@@ -79,13 +79,14 @@ class ThreadDriver:
     """Blocks the calling thread."""
 
     name = "threads"
+    socket_module = socket
 
     def __init__(self, deferred_workers: int = 8) -> None:
         self._deferred = ThreadPoolExecutor(deferred_workers, thread_name_prefix="pausetls-deferred")
 
-    def is_pending(self, value: Any) -> bool:
-        """A hook's result to wait for: a Future-like (``concurrent.futures.Future``), which `wait` takes."""
-        return callable(getattr(value, "result", None)) and callable(getattr(value, "done", None))
+    def pending(self, value: Any) -> Any | None:
+        """A ``concurrent.futures.Future`` (what an executor hands out); nothing else is a pending result."""
+        return value if isinstance(value, Future) else None
 
     def wait(self, waitable: Any, timeout: float | None) -> Any:
         """Wait for a Future-like (``result``) or an Event-like (``wait``)."""
@@ -103,6 +104,9 @@ class ThreadDriver:
 
     def lock(self) -> threading.Lock:
         return threading.Lock()
+
+    def semaphore(self, size: int) -> threading.BoundedSemaphore:
+        return threading.BoundedSemaphore(size)
 
     def call_with_timeout(self, fn: Callable[..., Any], timeout: float, *args: Any) -> Any:
         # a thread cannot be interrupted: the store's own socket timeouts bound the call

@@ -77,7 +77,8 @@ class ThreadedTLSServer:
             raise TypeError("ThreadedTLSServer needs a server Context (with a certificate and key)")
         if pool_size is not None and (isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1):
             raise ValueError(f"pool_size must be None (a thread per connection) or an int >= 1, not {pool_size!r}")
-        _refuse_cooperative_store(context)
+        if context.session_cache is not None:
+            context.session_cache.bind(thread_driver)  # a cache bound to gevent would block these threads
         self.context = context
         self.handshake_timeout = handshake_timeout
         self.pool_size = pool_size
@@ -339,14 +340,3 @@ class ThreadedTLSServer:
             self._active -= 1
             if self._active == 0:
                 self._idle.notify_all()
-
-
-def _refuse_cooperative_store(context: Context) -> None:
-    """A store built for gevent (``cooperative=True``) waits on a hub these threads do not run."""
-    cache = getattr(context, "session_cache", None)
-    store = getattr(getattr(cache, "backend", None), "store", None)
-    if getattr(store, "cooperative", False):
-        raise ValueError(
-            f"{store!r} is cooperative (it waits on gevent's hub): for ThreadedTLSServer build it with "
-            "cooperative=False, e.g. store_from_url(url, cooperative=False)"
-        )

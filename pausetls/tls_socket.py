@@ -35,7 +35,7 @@ from . import _live
 from ._binding import ErrorEntry, drain_error_queue, ffi, lib
 from ._certs import CertificateLike, PrivateKeyLike, peercert_dict, use_pkey, use_x509, x509_der, x509_to_pyopenssl
 from ._driver import Driver
-from ._job import Job
+from ._job import CallbackCount, Job
 from ._linger import Linger, has_unread_bytes, linger
 from ._x509_names import names_of_stack, pyopenssl_name
 from .context import Context, VerifyCallback
@@ -107,17 +107,19 @@ class TLSSocket:
         driver: Driver,
         server_hostname: str | None = None,
         suppress_ragged_eofs: bool = True,
+        callback_count: CallbackCount | None = None,
     ) -> None:
         self._context = context
         self.session_context = context  # keeps the session cache even if an SNI callback switches context
         # not `_sock`: gevent.pywsgi closes `socket._sock` directly, which would skip close_notify
         self._raw_sock = sock
-        self._driver = driver
+        self.driver = driver  # every wait of this connection, and of its callbacks' pending results
+        self.callback_count = callback_count  # a server's count of its connections' running callbacks
         self.server_side = server_side
         self.server_hostname = server_hostname
         self.suppress_ragged_eofs = suppress_ragged_eofs
         self._timeout: float | None = sock.gettimeout()
-        self._job: Job | None = None
+        self.job: Job | None = None  # the OpenSSL call in flight (maybe paused); read-only outside this class
         self._closed = False
         self._close_after_job = False
         self._io_refs = 0
@@ -152,7 +154,7 @@ class TLSSocket:
             lib.SSL_set_connect_state(self._ssl)
             if server_hostname:
                 self._set_server_hostname(server_hostname)
-            if context._ocsp_client_callback is not None:
+            if context.hooks.ocsp_client is not None:
                 self.request_ocsp()  # a client that checks staples asks for them
 
     def _set_server_hostname(self, hostname: str) -> None:
@@ -183,19 +185,19 @@ class TLSSocket:
 
     def _in_job(self, fn: Callable[[], _T]) -> _T:
         """Run *fn* as this connection's job (callbacks inside may pause); re-raise what they raised."""
-        if self._job is not None:
+        if self.job is not None:
             raise ConnectionBusyError(
                 "this TLS connection is inside an OpenSSL call started elsewhere (a paused callback); "
                 "wait for it to finish"
             )
         if self._ssl is None:
             raise ClosedError()
-        job = Job(fn, owner=self)
-        self._job = job
+        job = Job(fn, owner=self, callbacks=self.callback_count)
+        self.job = job
         try:
-            result: _T = job.run_inline(self._driver.wait)
+            result: _T = job.run_inline(self.driver.wait)
         finally:
-            self._job = None
+            self.job = None
             if self._close_after_job:
                 self._real_close()
         if job.exception is not None:
@@ -589,7 +591,7 @@ class TLSSocket:
 
     def _send_close_notify(self) -> None:
         ssl = self._ssl
-        if ssl is None or not self.handshake_done or self._job is not None:
+        if ssl is None or not self.handshake_done or self.job is not None:
             return
         if lib.SSL_get_shutdown(ssl) & lib.SSL_SENT_SHUTDOWN:
             return
@@ -607,19 +609,19 @@ class TLSSocket:
             self._real_close()
 
     def _real_close(self) -> None:
-        job = self._job
+        job = self.job
         if job is not None:
             if job.greenlet is getcurrent():
                 self._close_after_job = True  # closing from inside our own callback
                 return
-            self._driver.cancel(job, CancelledError("connection closed while its handshake was paused"), None)
+            self.driver.cancel(job, CancelledError("connection closed while its handshake was paused"), None)
         self._closed = True
         self._send_close_notify()
         sock = self._raw_sock
         try:
             if sock is not None and self._must_linger(sock):
                 self._io.close()  # whoever else waits on this connection is woken: it is closing
-                waiter = self._driver.io_waiter(sock)
+                waiter = self.driver.io_waiter(sock)
                 try:
                     linger(sock, waiter, self._linger)
                 finally:

@@ -13,8 +13,10 @@ from __future__ import annotations
 import datetime
 import logging
 import ssl
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -449,6 +451,31 @@ def test_a_pending_result_completed_later_by_another_greenlet_resumes_the_handsh
     started = time.monotonic()
     assert fetch_cn(server.server_port, client_ctx, "localhost") == "localhost"
     assert time.monotonic() - started >= 0.25  # not before it was completed (gevent's clock may lag a little)
+    assert server.stats.handshakes_completed == 1
+
+
+def test_a_concurrent_future_completed_by_a_thread_pauses_the_handshake_without_blocking_the_hub(
+    pki: PKI, server_cert: Issued, client_cert: Issued, start_server: Any
+) -> None:
+    """An SNI callback hands back an executor's future: the handshake waits for the thread, gevent goes on."""
+    asked, release = threading.Event(), threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+
+        def servername(conn: pausetls.TLSSocket) -> Any:
+            asked.set()
+            return pool.submit(release.wait, GENEROUS)  # True once released
+
+        ctx = make_server_context(server_cert)
+        ctx.set_tlsext_servername_callback(servername)
+        server = start_server(ctx)
+        client = gevent.spawn(
+            fetch_cn, server.server_port, stdlib_client_context(pki, client_cert, cooperative=True), "localhost"
+        )
+        assert wait_until(asked.is_set)
+        assert not client.ready()  # the thread has not answered: the handshake is paused
+        # this greenlet runs while the handshake waits: waiting on the future did not block the hub
+        release.set()
+        assert client.get(timeout=GENEROUS) == "localhost"
     assert server.stats.handshakes_completed == 1
 
 

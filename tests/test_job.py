@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import pytest
 from greenlet import GreenletExit
 
@@ -128,21 +125,3 @@ def test_callbacks_preserve_the_error_queue_of_the_c_call_around_them() -> None:
     assert job.run_inline(None)
     assert lib.ERR_peek_error() == 0
     assert ffi is not None
-
-
-CORE_MODULES = [
-    "_binding", "_callbacks", "_certs", "_driver", "_job", "_live", "constants", "context", "errors",
-    "tls_socket", "thread_driver", "threaded_server", "_server_stats",
-]  # fmt: skip
-
-
-@pytest.mark.parametrize("module", CORE_MODULES)
-def test_the_core_imports_no_event_loop(module: str) -> None:
-    source = Path(pausetls.__file__).with_name(f"{module}.py").read_text()
-    imported: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            imported.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            imported.add(node.module.split(".")[0])
-    assert not imported & {"gevent", "asyncio", "trio"}

@@ -135,3 +135,24 @@ def test_with_overload_refuse_clients_beyond_the_limit_are_closed_at_once(
         verifier.released.set()
     assert verifier.most == 4
     assert ping(server.server_port, client) == b"ping"  # below the limit again: served
+
+
+def test_max_paused_counts_each_server_s_own_paused_handshakes(
+    pki: PKI, server_cert: Issued, client_cert: Issued, start_server: Any
+) -> None:
+    """One server's paused handshakes do not stop another server (in the same process) accepting."""
+    busy, held = limited_server(pki, server_cert, start_server, max_paused=1)
+    other, free = limited_server(pki, server_cert, start_server, max_paused=1)
+    free.released.set()
+    client = stdlib_client_context(pki, client_cert, cooperative=True)
+    try:
+        paused = clients(busy.server_port, client, 1)
+        assert wait_until(lambda: held.now == 1)  # busy is at its limit
+        assert busy.at_limit()
+        assert not other.at_limit(), "another server's paused handshake counts against this one's max_paused"
+        assert outcome(other.server_port, client) == b"ping"
+        held.released.set()
+        assert outcomes(paused) == [b"ping"]
+    finally:
+        held.released.set()
+    assert free.most == 1

@@ -2,7 +2,7 @@
 
 The test process is not monkey-patched: a store that used a blocking stdlib
 socket would freeze every other greenlet while it waits, which is what the
-cooperation tests detect (and check they would detect, with cooperative=False).
+cooperation tests detect (and check they would detect, with the thread driver's blocking sockets).
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import gevent
 import pytest
 
 from pausetls.errors import SessionStoreError
+from pausetls.gevent_driver import gevent_driver
 from pausetls.stores import MemcachedStore, MemoryStore, RedisStore, SessionStore, store_from_url
+from pausetls.thread_driver import thread_driver
 
 from conftest import wait_until
 from gates import GENEROUS
@@ -39,6 +41,7 @@ BAD_KEYS: list[Any] = ["", "a b", "x" * 201, "clé", "a\nb", "a\x00b", "tab\ther
 
 
 def make_store(kind: str, address: tuple[str, int], *, pool_size: int = 4, **kwargs: Any) -> SessionStore:
+    kwargs.setdefault("driver", gevent_driver)  # these tests run on gevent
     if kind == "memcached":
         return MemcachedStore(*address, max_pool_size=pool_size, **kwargs)
     return RedisStore(*address, max_connections=pool_size, **kwargs)
@@ -332,7 +335,7 @@ def test_garbage_reply(kind: str, reply: bytes) -> None:
 
 def test_memcached_ttl_over_30_days(request: pytest.FixtureRequest) -> None:
     # memcached takes an expiry above 30 days as a Unix time: sent raw it would be 1970, already past.
-    store = MemcachedStore(*request.getfixturevalue("memcached_server").address)
+    store = MemcachedStore(*request.getfixturevalue("memcached_server").address, driver=gevent_driver)
     store.set("long", b"v", 31 * 24 * 3600)
     assert store.get("long") == b"v"
     store.close()
@@ -340,8 +343,8 @@ def test_memcached_ttl_over_30_days(request: pytest.FixtureRequest) -> None:
 
 def test_redis_databases_are_separate(request: pytest.FixtureRequest) -> None:
     server: ServerProcess = request.getfixturevalue("redis_server")
-    db0 = RedisStore(*server.address)
-    db1 = store_from_url(f"{server.url}/1")
+    db0 = RedisStore(*server.address, driver=gevent_driver)
+    db1 = store_from_url(f"{server.url}/1", driver=gevent_driver)
     db1.set("k", b"in db 1", 60)
     assert db0.get("k") is None and db1.get("k") == b"in db 1"
     db0.close()
@@ -352,12 +355,12 @@ def test_redis_password() -> None:
     server = RedisServer(require_binary("redis-server"), password="s3cret")
     server.start()
     try:
-        good = store_from_url(f"redis://:s3cret@127.0.0.1:{server.port}/0")
+        good = store_from_url(f"redis://:s3cret@127.0.0.1:{server.port}/0", driver=gevent_driver)
         good.set("k", b"v", 60)
         assert good.get("k") == b"v"
         good.close()
         for url in (server.url, f"redis://:wrong@127.0.0.1:{server.port}"):
-            bad = store_from_url(url)
+            bad = store_from_url(url, driver=gevent_driver)
             with pytest.raises(SessionStoreError) as info:
                 bad.get("k")
             assert "s3cret" not in str(info.value) and "wrong" not in str(info.value)
@@ -395,17 +398,16 @@ def ticks_during(fn: Callable[[], Any], on_tick: Callable[[int], Any]) -> tuple[
     return worker.get(block=False), counted, elapsed
 
 
-@pytest.mark.parametrize("cooperative", [True, False], ids=["cooperative", "blocking-control"])
-def test_a_slow_store_lets_other_greenlets_run(
-    backend: tuple[str, ServerProcess, SessionStore], cooperative: bool
-) -> None:
+@pytest.mark.parametrize("driver", [gevent_driver, thread_driver], ids=["cooperative", "blocking-control"])
+def test_a_slow_store_lets_other_greenlets_run(backend: tuple[str, ServerProcess, SessionStore], driver: Any) -> None:
     kind, server, direct = backend
+    cooperative = driver is gevent_driver
     direct.set("k", b"v", 60)
     # the proxy holds the request until the other greenlet has ticked 10 times: only a store that lets
     # the hub run gets its answer before the proxy's own delay (which a blocked hub must sit out)
     released = threading.Event()
     proxy = DelayProxy(server.address, delay=GENEROUS if cooperative else 0.3, release=released)
-    slow = make_store(kind, proxy.address, timeout=2 * GENEROUS, cooperative=cooperative)
+    slow = make_store(kind, proxy.address, timeout=2 * GENEROUS, driver=driver)
     try:
         value, ticks, elapsed = ticks_during(lambda: slow.get("k"), lambda ticks: ticks == 10 and released.set())
         assert value == b"v"
@@ -478,9 +480,9 @@ def test_a_store_interrupted_by_a_timeout_stays_usable(backend: tuple[str, Serve
     ],
 )
 def test_store_from_url(url: str, kind: type, attributes: dict[str, Any]) -> None:
-    made = store_from_url(url, timeout=0.25, cooperative=False)  # nothing connects yet
+    made = store_from_url(url, timeout=0.25, driver=thread_driver)  # nothing connects yet
     if kind is not MemoryStore:
-        attributes = {**attributes, "timeout": 0.25, "cooperative": False}
+        attributes = {**attributes, "timeout": 0.25, "driver": thread_driver}
     try:
         assert isinstance(made, kind)
         for name, value in attributes.items():
@@ -490,7 +492,7 @@ def test_store_from_url(url: str, kind: type, attributes: dict[str, Any]) -> Non
 
 
 def test_store_from_url_password_reaches_redis() -> None:
-    made = store_from_url("redis://:pa%40ss@r.example/2")
+    made = store_from_url("redis://:pa%40ss@r.example/2", driver=thread_driver)
     assert isinstance(made, RedisStore)
     assert made._pool.connection_kwargs["password"] == "pa@ss"
     made.close()

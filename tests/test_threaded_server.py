@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import pausetls
+from pausetls.gevent_driver import gevent_driver
 from pausetls.stores import MemoryStore, SessionStore, store_from_url
 
 from conftest import echo_handler, make_server_context, stdlib_client_context, wait_until
@@ -118,6 +119,27 @@ def test_blocking_callbacks_overlap(
     assert verify.most == 20
     assert wait_until(lambda: server.stats.handshakes_completed == 20)
     assert server.stats.handshakes_failed == 0
+
+
+def test_a_callback_may_return_a_future_another_thread_completes(
+    start_threaded: Callable[..., pausetls.ThreadedTLSServer], pki: PKI, server_cert: Issued
+) -> None:
+    asked, release = threading.Event(), threading.Event()
+    with ThreadPoolExecutor(2) as pool:
+
+        def servername(conn: pausetls.TLSSocket) -> Any:
+            asked.set()
+            return pool.submit(release.wait, GENEROUS)  # True once released
+
+        ctx = make_server_context(server_cert)
+        ctx.set_tlsext_servername_callback(servername)
+        server = start_threaded(ctx)
+        client = pool.submit(echo_once, server.server_port, stdlib_client_context(pki))
+        assert asked.wait(GENEROUS)
+        assert not client.done()  # the handshake waits for the future
+        release.set()
+        assert client.result(timeout=GENEROUS).data == b"ping"
+    assert wait_until(lambda: server.stats.handshakes_completed == 1)
 
 
 def test_failed_handshakes_are_counted_and_logged(
@@ -227,8 +249,8 @@ def test_resumption_through_a_store(
 ) -> None:
     if store_kind == "memory":
         store: SessionStore = MemoryStore()
-    else:  # a blocking (cooperative=False) store: these threads run no gevent hub
-        store = store_from_url(request.getfixturevalue("memcached_server").url, cooperative=False)
+    else:  # no driver given: the server binds it to the thread driver (blocking sockets)
+        store = store_from_url(request.getfixturevalue("memcached_server").url)
     ctx = make_server_context(server_cert, tls_version)
     cache = ctx.set_session_cache(store)
     server = start_threaded(ctx)
@@ -244,11 +266,22 @@ def test_resumption_through_a_store(
     store.close()
 
 
-def test_a_cooperative_store_is_refused(server_cert: Issued, memcached_server: MemcachedServer) -> None:
+def test_a_store_bound_to_gevent_is_refused(server_cert: Issued, memcached_server: MemcachedServer) -> None:
     ctx = make_server_context(server_cert)
-    ctx.set_session_cache(store_from_url(memcached_server.url))  # cooperative: waits on gevent's hub
-    with pytest.raises(ValueError, match="cooperative=False"):
+    ctx.set_session_cache(store_from_url(memcached_server.url, driver=gevent_driver))  # waits on gevent's hub
+    with pytest.raises(ValueError, match="waits through the gevent driver: it cannot serve the threads driver"):
         pausetls.ThreadedTLSServer(("127.0.0.1", 0), echo_handler, context=ctx)
+
+
+def test_a_session_cache_serves_the_one_driver_it_was_bound_to(server_cert: Issued, start_server: Any) -> None:
+    """A gevent server binds its context's cache: its deferred writes run on that hub, so a threaded
+    server must not take the same cache (it used to run them on whichever server's connection came last)."""
+    ctx = make_server_context(server_cert)
+    cache = ctx.set_session_cache()
+    start_server(ctx)
+    with pytest.raises(ValueError, match="waits through the gevent driver: it cannot serve the threads driver"):
+        pausetls.ThreadedTLSServer(("127.0.0.1", 0), echo_handler, context=ctx)
+    assert cache.driver is gevent_driver
 
 
 def test_serve_forever_on_a_listening_socket(pki: PKI, server_cert: Issued) -> None:

@@ -16,6 +16,7 @@ from ._common import MAX_KEY_LENGTH
 from .memory import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, MemoryStore
 
 if TYPE_CHECKING:
+    from .._driver import Driver
     from .memcached import MemcachedStore
     from .redis_store import RedisStore
 
@@ -39,9 +40,10 @@ class SessionStore(Protocol):
     of a missing key does nothing.  A networked store raises
     `pausetls.errors.SessionStoreError` (``from`` the original exception) for
     any failure: refused, reset, timed out, protocol error, garbage reply; so
-    does any store once closed.  Operations may wait on gevent (pausing a
-    handshake) and may be interrupted by `gevent.Timeout` or a kill without
-    damaging the store.
+    does any store once closed.  Operations may wait through the store's
+    driver (pausing a handshake) and may be interrupted by its timeouts or a
+    kill without damaging the store.  A store that waits through a driver has
+    ``bind(driver)``, which the session cache calls when a server installs it.
     """
 
     def get(self, key: str) -> bytes | None: ...
@@ -69,8 +71,9 @@ def __getattr__(name: str) -> Any:
 ACCEPTED_URLS = "memory://[?max_entries=N&max_bytes=N], memcached://host[:port], redis://[:password@]host[:port][/db]"
 
 
-def store_from_url(url: str, *, timeout: float = 0.5, cooperative: bool = True) -> SessionStore:
-    """A store for *url*; *timeout* and *cooperative* go to the networked stores.
+def store_from_url(url: str, *, timeout: float = 0.5, driver: Driver | None = None) -> SessionStore:
+    """A store for *url*; *timeout* and *driver* go to the networked stores (without a driver, the
+    server whose session cache the store is installed in gives its own).
 
     Accepted: ``memory://`` (``?max_entries=``, default 100000; ``&max_bytes=`` of keys and
     values, default 64 MiB),
@@ -92,7 +95,7 @@ def store_from_url(url: str, *, timeout: float = 0.5, cooperative: bool = True) 
         _expect_no_extras(url, parts, "memcached", userinfo=True)
         from .memcached import MemcachedStore
 
-        return MemcachedStore(host, port, timeout=timeout, cooperative=cooperative)
+        return MemcachedStore(host, port, timeout=timeout, driver=driver)
     if scheme == "redis":
         host, port = _host_port(url, parts, 6379)
         _expect_no_extras(url, parts, "redis", userinfo=False)
@@ -101,9 +104,7 @@ def store_from_url(url: str, *, timeout: float = 0.5, cooperative: bool = True) 
         password = unquote(parts.password) if parts.password else None
         from .redis_store import RedisStore
 
-        return RedisStore(
-            host, port, _redis_db(url, parts), password=password, timeout=timeout, cooperative=cooperative
-        )
+        return RedisStore(host, port, _redis_db(url, parts), password=password, timeout=timeout, driver=driver)
     raise ValueError(f"unsupported session store URL {_redact(url)!r}: accepted are {ACCEPTED_URLS}")
 
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
 import re
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..errors import SessionStoreError
+
+if TYPE_CHECKING:
+    from .._driver import Driver, Semaphore
 
 MAX_KEY_LENGTH = 200
 
@@ -58,22 +59,41 @@ def closed_error(store: str, address: str) -> SessionStoreError:
     return SessionStoreError(f"{store} at {address} is closed")
 
 
+def unbound_error(store: str, address: str) -> SessionStoreError:
+    return SessionStoreError(
+        f"{store} at {address} has no driver yet: give it driver=, or install it in a server's session cache"
+    )
+
+
+def check_rebind(bound: Driver | None, driver: Driver, what: object) -> bool:
+    """True if *driver* is new to something bound to *bound*; ValueError for a second, other driver:
+    its sockets and locks wait through one loop (a gevent store would block a thread's hub, and back)."""
+    if bound is None:
+        return True
+    if bound is not driver:
+        raise ValueError(f"{what} waits through the {bound.name} driver: it cannot serve the {driver.name} driver too")
+    return False
+
+
+def check_pool_size(size: object) -> int:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"the pool size must be an int >= 1, not {size!r}")
+    return size
+
+
 class Slots:
     """At most *size* operations at once (the connection pool's size); the others wait up to *timeout*.
 
     The libraries' own pools fail at once when full, and their blocking
     variants wait on stdlib locks, which would block the hub without gevent's
-    monkey-patching.  A cooperative store waits on a gevent semaphore (its
-    sockets belong to one hub anyway), a blocking one on a threading one.
+    monkey-patching.  The store's driver makes the semaphore (a gevent one
+    for a store whose sockets belong to one hub, a threading one for threads).
     """
 
-    def __init__(self, size: int, timeout: float, cooperative: bool) -> None:
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"the pool size must be an int >= 1, not {size!r}")
-        self.size = size
+    def __init__(self, size: int, timeout: float, driver: Driver) -> None:
+        self.size = check_pool_size(size)
         self.timeout = timeout
-        lock_module = importlib.import_module("gevent.lock") if cooperative else threading
-        self._semaphore: Any = lock_module.BoundedSemaphore(size)
+        self._semaphore: Semaphore = driver.semaphore(size)
 
     @contextmanager
     def __call__(self) -> Iterator[None]:

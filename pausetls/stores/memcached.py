@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
-import importlib
 import select
-import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from types import ModuleType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 try:
     from pymemcache.client.base import PooledClient
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("MemcachedStore needs pymemcache (pip install pymemcache)") from exc
 
-from ._common import Slots, check_key, check_ttl, check_value, closed_error, format_address, store_error
+from ._common import (
+    Slots,
+    check_key,
+    check_pool_size,
+    check_rebind,
+    check_ttl,
+    check_value,
+    closed_error,
+    format_address,
+    store_error,
+    unbound_error,
+)
+
+if TYPE_CHECKING:
+    from .._driver import Driver
 
 __all__ = ["MemcachedStore"]
 
@@ -29,11 +40,6 @@ _MAX_RELATIVE_EXPIRE = 30 * 24 * 3600
 
 def _expire(ttl: int) -> int:
     return ttl if ttl <= _MAX_RELATIVE_EXPIRE else int(time.time()) + ttl
-
-
-def _gevent_socket() -> ModuleType:
-    # Imported only here so the module imports (and non-cooperative stores work) without gevent.
-    return importlib.import_module("gevent.socket")
 
 
 def _is_stale(sock: Any) -> bool:
@@ -51,10 +57,10 @@ def _is_stale(sock: Any) -> bool:
 class MemcachedStore:
     """A `SessionStore` on one memcached server.
 
-    With *cooperative* (the default) sockets come from `gevent.socket`, so a
-    greenlet waiting on memcached lets the others run; without it they are
-    stdlib sockets (for threads, or a monkey-patched process); a cooperative
-    store belongs to the hub (thread) that first uses it.  *timeout* bounds
+    Its sockets and pool slots come from its *driver* (`gevent.socket` under
+    gevent, so a greenlet waiting on memcached lets the others run; stdlib
+    sockets under threads): given here, or by the server whose session cache
+    it is installed in (`bind`).  *timeout* bounds
     connecting and each socket read or write.  At most *max_pool_size*
     operations run at once; more wait up to *timeout* for a free connection.
     """
@@ -67,23 +73,34 @@ class MemcachedStore:
         port: int = 11211,
         *,
         timeout: float = 0.5,
-        cooperative: bool = True,
+        driver: Driver | None = None,
         max_pool_size: int = 64,
     ) -> None:
         self.host = host
         self.port = port
         self.timeout = timeout
-        self.cooperative = cooperative
+        self.max_pool_size = check_pool_size(max_pool_size)
         self.address = format_address(host, port)
+        self.driver: Driver | None = None
         self._closed = False
-        self._slots = Slots(max_pool_size, timeout, cooperative)
+        self._slots: Slots | None = None
+        self._pool: Any = None
+        if driver is not None:
+            self.bind(driver)
+
+    def bind(self, driver: Driver) -> None:
+        """Make sockets and slots with *driver* (once: `ValueError` for another driver later)."""
+        if not check_rebind(self.driver, driver, self):
+            return
+        self.driver = driver
+        self._slots = Slots(self.max_pool_size, self.timeout, driver)
         self._pool = PooledClient(
-            (host, port),
-            connect_timeout=timeout,
-            timeout=timeout,
+            (self.host, self.port),
+            connect_timeout=self.timeout,
+            timeout=self.timeout,
             no_delay=True,
-            socket_module=_gevent_socket() if cooperative else socket,
-            max_pool_size=max_pool_size,
+            socket_module=driver.socket_module,
+            max_pool_size=self.max_pool_size,
             # Wait for STORED/DELETED so a failed write raises instead of passing silently.
             default_noreply=False,
         )
@@ -118,7 +135,8 @@ class MemcachedStore:
     def close(self) -> None:
         """Close every pooled connection; later operations raise `SessionStoreError`."""
         self._closed = True
-        self._pool.close()
+        if self._pool is not None:
+            self._pool.close()
 
     def __repr__(self) -> str:
         return f"<MemcachedStore {self.address}>"
@@ -126,6 +144,8 @@ class MemcachedStore:
     def _call(self, operation: str, fn: Callable[[Any], T]) -> T:
         if self._closed:
             raise closed_error(self.store_name, self.address)
+        if self._slots is None:
+            raise unbound_error(self.store_name, self.address)
         try:
             with self._slots(), self._client() as client:
                 return fn(client)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import inspect
 import socket
 from collections.abc import Callable
-from typing import Any, TypeVar
+from functools import cache
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TypeVar
 
 try:
     import redis
@@ -15,26 +17,42 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("RedisStore needs redis-py (pip install redis)") from exc
 
-from ._common import Slots, check_key, check_ttl, check_value, closed_error, format_address, store_error
+from ._common import (
+    Slots,
+    check_key,
+    check_pool_size,
+    check_rebind,
+    check_ttl,
+    check_value,
+    closed_error,
+    format_address,
+    store_error,
+    unbound_error,
+)
 
-__all__ = ["RedisStore", "GeventConnection"]
+if TYPE_CHECKING:
+    from .._driver import Driver
+
+__all__ = ["RedisStore", "DriverConnection"]
 
 T = TypeVar("T")
 
 
-class GeventConnection(redis.connection.Connection):
-    """redis-py's TCP connection with its socket made by `gevent.socket`.
+class DriverConnection(redis.connection.Connection):
+    """redis-py's TCP connection with its socket made by a driver's socket module.
 
     redis-py creates sockets with the stdlib module, which blocks the whole
-    hub in a process that is not monkey-patched.  Everything else (parsing,
-    reading with ``recv_into``, timeouts) works unchanged on a gevent socket.
+    hub in a gevent process that is not monkey-patched.  Everything else
+    (parsing, reading with ``recv_into``, timeouts) works unchanged on a
+    gevent socket.  `connection_class` makes the subclass for one module.
     """
 
-    def _connect(self) -> socket.socket:
-        import gevent.socket  # lazily: the module must import without gevent
+    socket_module: ModuleType = socket
 
-        # create_connection resolves through gevent's resolver and tries every address, as the parent does.
-        sock: socket.socket = gevent.socket.create_connection(
+    def _connect(self) -> socket.socket:
+        # create_connection resolves (through gevent's resolver under gevent) and tries every address,
+        # as the parent does.
+        sock: socket.socket = self.socket_module.create_connection(
             (self.host, self.port), timeout=self.socket_connect_timeout
         )
         try:
@@ -50,6 +68,12 @@ class GeventConnection(redis.connection.Connection):
         return sock
 
 
+@cache
+def connection_class(socket_module: ModuleType) -> type[DriverConnection]:
+    """The `DriverConnection` making its sockets with *socket_module* (one class per module)."""
+    return type(f"DriverConnection[{socket_module.__name__}]", (DriverConnection,), {"socket_module": socket_module})
+
+
 def _no_client_info() -> dict[str, Any]:
     """Connection arguments that skip CLIENT SETINFO: two round trips per new connection for nothing."""
     parameters = inspect.signature(redis.connection.AbstractConnection.__init__).parameters
@@ -59,10 +83,9 @@ def _no_client_info() -> dict[str, Any]:
 class RedisStore:
     """A `SessionStore` on one Redis server (SET with EX, GET, DEL).
 
-    With *cooperative* (the default) connections use `GeventConnection`;
-    without it redis-py's own (for threads, or a monkey-patched process); a
-    cooperative store belongs to the hub (thread) that first uses it.
-    *timeout* bounds connecting and each socket read or write.  At most
+    Its sockets and pool slots come from its *driver* (`gevent.socket` under
+    gevent, stdlib sockets under threads): given here, or by the server whose
+    session cache it is installed in (`bind`).  *timeout* bounds connecting and each socket read or write.  At most
     *max_connections* operations run at once; more wait up to *timeout* for a
     free connection.
     """
@@ -77,26 +100,39 @@ class RedisStore:
         *,
         password: str | None = None,
         timeout: float = 0.5,
-        cooperative: bool = True,
+        driver: Driver | None = None,
         max_connections: int = 64,
     ) -> None:
         self.host = host
         self.port = port
         self.db = db
         self.timeout = timeout
-        self.cooperative = cooperative
+        self.max_connections = check_pool_size(max_connections)
         self.address = f"{format_address(host, port)}/{db}"
+        self.driver: Driver | None = None
+        self._password = password
         self._closed = False
-        self._slots = Slots(max_connections, timeout, cooperative)  # also fails now if gevent is missing
+        self._slots: Slots | None = None
+        self._pool: Any = None
+        self._client: Any = None
+        if driver is not None:
+            self.bind(driver)
+
+    def bind(self, driver: Driver) -> None:
+        """Make sockets and slots with *driver* (once: `ValueError` for another driver later)."""
+        if not check_rebind(self.driver, driver, self):
+            return
+        self.driver = driver
+        self._slots = Slots(self.max_connections, self.timeout, driver)
         self._pool = redis.ConnectionPool(
-            connection_class=GeventConnection if cooperative else redis.connection.Connection,
-            max_connections=max_connections,
-            host=host,
-            port=port,
-            db=db,
-            password=password,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
+            connection_class=connection_class(driver.socket_module),
+            max_connections=self.max_connections,
+            host=self.host,
+            port=self.port,
+            db=self.db,
+            password=self._password,
+            socket_timeout=self.timeout,
+            socket_connect_timeout=self.timeout,
             # RESP2: no HELLO round trip per new connection, any server version, and
             # none of RESP3's maintenance-notification handling (on by default under
             # RESP3, it replaces the pool's plain check of idle connections for EOF).
@@ -129,7 +165,8 @@ class RedisStore:
     def close(self) -> None:
         """Disconnect every pooled connection; later operations raise `SessionStoreError`."""
         self._closed = True
-        self._pool.disconnect()
+        if self._pool is not None:
+            self._pool.disconnect()
 
     def __repr__(self) -> str:
         return f"<RedisStore {self.address}>"
@@ -137,6 +174,8 @@ class RedisStore:
     def _call(self, operation: str, fn: Callable[[], T]) -> T:
         if self._closed:
             raise closed_error(self.store_name, self.address)
+        if self._slots is None:
+            raise unbound_error(self.store_name, self.address)
         try:
             with self._slots():
                 return fn()
