@@ -2,4 +2,4 @@
 
 from setuptools import setup
 
-setup(cffi_modules=["pausetls/_build_openssl.py:ffi"])
+setup(cffi_modules=["pausetls/core/_build_openssl.py:ffi"])

@@ -1,6 +1,6 @@
 """pausetls: TLS for gevent servers where every handshake callback may pause.
 
-The core (`Context`, `TLSSocket`, the job runtime in ``pausetls._job``)
+The core (`Context`, `TLSSocket`, the job runtime in ``pausetls.core._job``)
 knows no event loop; `TLSServer`, `WSGIServer` and `connect` drive it with
 gevent, `ThreadedTLSServer` with OS threads.  Those are imported on first use,
 so a program without gevent imports only what it runs.
@@ -8,22 +8,20 @@ so a program without gevent imports only what it runs.
 
 from __future__ import annotations
 
-import sys
-import types
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from . import (
+from .core import (
     _callbacks,  # noqa: F401 - registers the extern "Python" callbacks
     constants,
 )
-from ._binding import openssl_version
-from ._job import Job, JobState, Paused, current_job, in_job, pause
-from ._live import live_objects
-from .client_hello import ClientHello
-from .constants import *  # noqa: F403 - pyOpenSSL-style module constants
-from .context import NO_OVERLAPPING_PROTOCOLS, Context
-from .errors import (
+from .core._binding import openssl_version
+from .core._job import Job, JobState, Paused, current_job, in_job, pause
+from .core._live import live_objects
+from .core.client_hello import ClientHello
+from .core.constants import *  # noqa: F403 - pyOpenSSL-style module constants
+from .core.context import NO_OVERLAPPING_PROTOCOLS, Context
+from .core.errors import (
     Alert,
     CallbackError,
     CancelledError,
@@ -38,30 +36,31 @@ from .errors import (
     TruncatedStreamError,
     VerificationError,
 )
-from .tls_socket import TLSSocket
+from .core.tls_socket import TLSSocket
 
 if TYPE_CHECKING:
-    from .aia import AIAFetcher
-    from .client import client_context, connect
-    from .gevent_driver import GeventDriver, gevent_driver
-    from .ondemand import OnDemandCertificates
-    from .server import ServerStats, TLSServer, WSGIServer
-    from .threaded_server import ThreadedTLSServer
-    from .wsgi_handler import WSGIHandler
+    from .drivers.gevent import GeventDriver, gevent_driver
+    from .helpers.aia import AIAFetcher
+    from .helpers.ondemand import OnDemandCertificates
+    from .servers.client import client_context, connect
+    from .servers.gevent import ServerStats, TLSServer, WSGIServer
+    from .servers.threaded import ThreadedTLSServer
+    from .servers.wsgi_handler import WSGIHandler
 
 # Names whose modules need a loop (gevent), or are a driver of their own: imported on first use, so
 # ``import pausetls.threaded_server`` works where gevent is not installed.
 _LAZY = {
-    "AIAFetcher": "aia",
-    "client_context": "client",
-    "connect": "client",
-    "GeventDriver": "gevent_driver",
-    "OnDemandCertificates": "ondemand",
-    "ServerStats": "_server_stats",
-    "TLSServer": "server",
-    "WSGIServer": "server",
-    "ThreadedTLSServer": "threaded_server",
-    "WSGIHandler": "wsgi_handler",
+    "AIAFetcher": "helpers.aia",
+    "client_context": "servers.client",
+    "connect": "servers.client",
+    "GeventDriver": "drivers.gevent",
+    "gevent_driver": "drivers.gevent",
+    "OnDemandCertificates": "helpers.ondemand",
+    "ServerStats": "servers._server_stats",
+    "TLSServer": "servers.gevent",
+    "WSGIServer": "servers.gevent",
+    "ThreadedTLSServer": "servers.threaded",
+    "WSGIHandler": "servers.wsgi_handler",
 }
 
 
@@ -72,22 +71,6 @@ def __getattr__(name: str) -> Any:
     value = getattr(import_module(f".{module}", __name__), name)
     globals()[name] = value  # once: later lookups do not come here
     return value
-
-
-class _Package(types.ModuleType):
-    """``pausetls.gevent_driver`` is the driver, not its module of the same name, which the import
-    system binds on this package when anything imports it."""
-
-    @property
-    def gevent_driver(self) -> GeventDriver:
-        return import_module(".gevent_driver", __name__).gevent_driver  # type: ignore[no-any-return]
-
-    @gevent_driver.setter
-    def gevent_driver(self, module: object) -> None:
-        pass  # the submodule stays reachable as sys.modules["pausetls.gevent_driver"]
-
-
-sys.modules[__name__].__class__ = _Package
 
 
 Connection = TLSSocket  # pyOpenSSL's name for the per-connection object

@@ -23,7 +23,7 @@ from gevent.pool import Pool
 from gevent.server import StreamServer
 
 import pausetls
-from pausetls.aia import FetchError
+from pausetls.helpers.aia import FetchError
 
 from conftest import wait_until
 from gates import GENEROUS

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import pausetls
-from pausetls.bench_command import find_bench_dir
+from pausetls.cli.bench_command import find_bench_dir
 
 from servers import require_binary
 
@@ -146,7 +146,7 @@ def test_crypto_floor_from_openssl_speed() -> None:
 def test_the_cli_finds_the_harness_or_says_how(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert find_bench_dir(ROOT / "bench") == (ROOT / "bench").resolve()
     assert find_bench_dir(tmp_path) is None
-    from pausetls.cli import main
+    from pausetls.cli.main import main
 
     assert main(["bench", "--bench-dir", str(tmp_path)]) == 2
     assert "--bench-dir PATH/bench" in capsys.readouterr().err

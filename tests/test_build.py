@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pausetls
 
-BUILD_SCRIPT = Path(pausetls.__file__).with_name("_build_openssl.py")
+BUILD_SCRIPT = Path(pausetls.__file__).parent / "core" / "_build_openssl.py"
 
 
 def run_build_script(prefix: Path) -> subprocess.CompletedProcess[str]:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 import pausetls
-from pausetls.thread_driver import thread_driver
+from pausetls.drivers.threads import thread_driver
 
 from conftest import stdlib_client_context, wait_until
 from pki import PKI, Issued

@@ -22,7 +22,7 @@ import pytest
 from gevent.event import Event
 
 import pausetls
-from pausetls._job import Job
+from pausetls.core._job import Job
 
 from conftest import make_server_context, stdlib_client_context, wait_until
 from gates import GENEROUS

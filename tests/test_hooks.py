@@ -29,7 +29,7 @@ from gevent.event import AsyncResult
 from OpenSSL import crypto
 
 import pausetls
-from pausetls.ondemand import DirectoryLoader, normalize_server_name
+from pausetls.helpers.ondemand import DirectoryLoader, normalize_server_name
 
 from conftest import make_server_context, stdlib_client_context, wait_until
 from gates import GENEROUS, Gate

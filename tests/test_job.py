@@ -6,8 +6,8 @@ import pytest
 from greenlet import GreenletExit
 
 import pausetls
-from pausetls._binding import drain_error_queue, ffi, lib
-from pausetls._job import Job, JobState, Paused, current_job, in_job, pause
+from pausetls.core._binding import drain_error_queue, ffi, lib
+from pausetls.core._job import Job, JobState, Paused, current_job, in_job, pause
 
 
 def test_started_job_pauses_to_its_starter_and_resumes_with_a_value() -> None:

@@ -15,7 +15,7 @@ from gevent.event import AsyncResult, Event
 from OpenSSL import crypto
 
 import pausetls
-from pausetls._binding import lib
+from pausetls.core._binding import lib
 
 from conftest import stdlib_client_context, wait_until
 from gates import GENEROUS, Gate

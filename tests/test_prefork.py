@@ -1,7 +1,7 @@
 """The pre-fork supervisor (``pausetls serve --workers N``): restarts, crash loops, orphans, graceful stop.
 
 Each test runs real processes (``python -m pausetls serve`` or a script around
-`pausetls.prefork.run_workers`) and watches them through the log lines the
+`pausetls.servers.prefork.run_workers`) and watches them through the log lines the
 supervisor writes per start, readiness and death, polling with generous ceilings.
 """
 
@@ -208,7 +208,7 @@ def run_script(script: Path) -> subprocess.CompletedProcess[str]:
 
 FAILING_WORKER = """
 import logging, os, signal, sys
-from pausetls.prefork import run_workers
+from pausetls.servers.prefork import run_workers
 
 logging.basicConfig(level=logging.INFO, format="pausetls: %(message)s")
 
@@ -277,7 +277,7 @@ ORPHAN = """
 import os, signal, sys
 import gevent
 from gevent.event import Event
-from pausetls._parent_watch import leave_when_parent_dies
+from pausetls.servers._parent_watch import leave_when_parent_dies
 
 ready_r, ready_w = os.pipe()
 parent = os.getpid()

@@ -401,7 +401,7 @@ def test_serve_session_id_context_shares_sessions_deliberately(
 
 
 def test_serve_refuses_a_session_id_context_longer_than_32_bytes(tmp_path: Path) -> None:
-    from pausetls.cli import build_parser
+    from pausetls.cli.main import build_parser
 
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--session-id-context", "x" * 33])

@@ -17,10 +17,10 @@ from typing import Any
 import gevent
 import pytest
 
-from pausetls.errors import SessionStoreError
-from pausetls.gevent_driver import gevent_driver
+from pausetls.core.errors import SessionStoreError
+from pausetls.drivers.gevent import gevent_driver
+from pausetls.drivers.threads import thread_driver
 from pausetls.stores import MemcachedStore, MemoryStore, RedisStore, SessionStore, store_from_url
-from pausetls.thread_driver import thread_driver
 
 from conftest import wait_until
 from gates import GENEROUS

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import pausetls
-from pausetls.gevent_driver import gevent_driver
+from pausetls.drivers.gevent import gevent_driver
 from pausetls.stores import MemoryStore, SessionStore, store_from_url
 
 from conftest import echo_handler, make_server_context, stdlib_client_context, wait_until

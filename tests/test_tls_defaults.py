@@ -1,4 +1,4 @@
-"""Default protocol settings (`pausetls.tls_defaults`): Mozilla intermediate for servers, CPython's for clients.
+"""Default protocol settings (`pausetls.core.tls_defaults`): Mozilla intermediate for servers, CPython's for clients.
 
 Checked against real peers: CPython's ``ssl`` restricted to one suite, ``openssl s_client``
 restricted to one group, ``openssl s_server`` offering one suite, and sslyze's own

@@ -18,8 +18,8 @@ from gevent.hub import get_hub
 from gevent.lock import BoundedSemaphore, Semaphore
 from gevent.socket import wait as _wait_watcher
 
-from ._job import Job
-from .errors import ClosedError, TimeoutError
+from ..core._job import Job
+from ..core.errors import ClosedError, TimeoutError
 
 __all__ = ["GeventDriver", "gevent_driver"]
 

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from ._job import Job
-from .errors import ClosedError, TimeoutError
+from ..core._job import Job
+from ..core.errors import ClosedError, TimeoutError
 
 __all__ = ["ThreadDriver", "thread_driver"]
 

@@ -28,8 +28,8 @@ from typing import Any
 
 from greenlet import getcurrent, greenlet
 
-from ._job import Job
-from .errors import ClosedError, ConnectionBusyError, PauseError, TimeoutError
+from ..core._job import Job
+from ..core.errors import ClosedError, ConnectionBusyError, PauseError, TimeoutError
 
 __all__ = ["AsyncioDriver", "asyncio_driver", "await_only", "greenlet_spawn", "in_bridge"]
 

@@ -45,13 +45,13 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .context import Context
-from .errors import Error, TimeoutError
-from .gevent_driver import gevent_driver
-from .tls_socket import TLSSocket
+from ..core.context import Context
+from ..core.errors import Error, TimeoutError
+from ..core.tls_socket import TLSSocket
+from ..drivers.gevent import gevent_driver
 
 if TYPE_CHECKING:
-    from ._driver import Driver
+    from ..core._driver import Driver
 
 __all__ = [
     "OnDemandCertificates",

@@ -1,7 +1,7 @@
 """cffi build script: the one place where pausetls declares C.
 
-``setup.py`` names ``pausetls/_build_openssl.py:ffi`` in ``cffi_modules``; the
-result is the extension ``pausetls._openssl`` linked against the *system*
+``setup.py`` names ``pausetls/core/_build_openssl.py:ffi`` in ``cffi_modules``; the
+result is the extension ``pausetls.core._openssl`` linked against the *system*
 libssl/libcrypto (OpenSSL >= 3.0).  Set ``PAUSETLS_OPENSSL_PREFIX`` to link
 another OpenSSL installed under that prefix (``include/`` and ``lib64``/``lib``).
 
@@ -559,7 +559,7 @@ _check_headers(_options)
 
 ffi = FFI()
 ffi.cdef(CDEF)
-ffi.set_source("pausetls._openssl", SOURCE, **_options)
+ffi.set_source("pausetls.core._openssl", SOURCE, **_options)
 
 if __name__ == "__main__":
     ffi.compile(verbose=True)

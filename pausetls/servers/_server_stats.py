@@ -14,7 +14,7 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .errors import CallbackError, TimeoutError, TLSError, VerificationError
+from ..core.errors import CallbackError, TimeoutError, TLSError, VerificationError
 
 __all__ = ["ServerStats", "describe_failure", "is_peer_failure", "peer"]
 

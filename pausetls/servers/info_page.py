@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypedDict
 from urllib.parse import parse_qs
 
-from .tls_socket import TLSSocket
+from ..core.tls_socket import TLSSocket
 from .wsgi_handler import WSGIHandler
 
 __all__ = ["TLSInfoHandler", "TLSDetails", "tls_details", "application", "ENVIRON_KEY"]

@@ -37,7 +37,7 @@ def add_bench_parser(commands: Any) -> None:
 
 def find_bench_dir(explicit: Path | None = None) -> Path | None:
     """The harness directory, or None."""
-    candidates = [explicit] if explicit else [Path.cwd() / "bench", Path(__file__).resolve().parent.parent / "bench"]
+    candidates = [explicit] if explicit else [Path.cwd() / "bench", Path(__file__).resolve().parents[2] / "bench"]
     for candidate in candidates:
         if candidate is not None and (candidate / "run.py").is_file() and (candidate / "__init__.py").is_file():
             return candidate.resolve()

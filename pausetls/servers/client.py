@@ -6,11 +6,11 @@ from typing import Any
 
 from gevent import socket as gsocket
 
+from ..core.constants import TLS1_2_VERSION, TLS_CLIENT_METHOD, VERIFY_PEER
+from ..core.context import Context
+from ..core.tls_socket import TLSSocket
+from ..drivers.gevent import gevent_driver
 from ._tcp import set_nodelay
-from .constants import TLS1_2_VERSION, TLS_CLIENT_METHOD, VERIFY_PEER
-from .context import Context
-from .gevent_driver import gevent_driver
-from .tls_socket import TLSSocket
 
 __all__ = ["connect", "client_context"]
 

@@ -43,14 +43,14 @@ from cryptography.x509 import verification
 from cryptography.x509.oid import AuthorityInformationAccessOID
 from OpenSSL import crypto
 
+from ..core.errors import Error, TimeoutError
+from ..drivers.gevent import gevent_driver
 from ._http_get import FetchError, http_get
-from .errors import Error, TimeoutError
-from .gevent_driver import gevent_driver
 
 if TYPE_CHECKING:
-    from ._driver import Driver
-    from .context import VerifyCallback
-    from .tls_socket import TLSSocket
+    from ..core._driver import Driver
+    from ..core.context import VerifyCallback
+    from ..core.tls_socket import TLSSocket
 
 __all__ = ["AIAFetcher", "AIAStats", "FetchError", "load_roots", "parse_certificates"]
 

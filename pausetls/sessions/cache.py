@@ -32,7 +32,7 @@ from .sealing import SealError, SessionSealer, store_key
 from .stores._common import check_rebind
 
 if TYPE_CHECKING:
-    from ._driver import Driver
+    from ..core._driver import Driver
     from .stores import SessionStore
 
 __all__ = ["SessionCache", "SessionCacheStats", "SessionBackend", "StoreBackend", "CallbackBackend"]

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from OpenSSL import crypto
 
+from ..sessions.cache import CallbackBackend, SessionCache, StoreBackend
+from ..sessions.sealing import SessionSealer
 from . import _live
 from ._binding import drain_error_queue, ffi, lib
 from ._certs import CertificateLike, PrivateKeyLike, new_x509, use_pkey, use_x509
@@ -16,14 +18,12 @@ from ._session_binding import policy_session_id
 from ._x509_names import NameLike, names_of_stack, new_name_stack
 from .constants import FILETYPE_PEM, TLS_CLIENT_METHOD, TLS_METHOD, TLS_SERVER_METHOD
 from .errors import Error
-from .sealing import SessionSealer
-from .session_cache import CallbackBackend, SessionCache, StoreBackend
 from .tls_defaults import apply_defaults
 
 if TYPE_CHECKING:
+    from ..sessions.stores import SessionStore
     from ._driver import Driver
     from .client_hello import ClientHello
-    from .stores import SessionStore
     from .tls_socket import TLSSocket
 
 __all__ = ["Context", "VerifyCallback", "AlpnSelectCallback", "DEFAULT_SESSION_ID", "NO_OVERLAPPING_PROTOCOLS"]
@@ -441,7 +441,7 @@ class Context:
         context is given to binds it (`SessionCache.bind`) unless given here.
         """
         if store is None:
-            from .stores.memory import MemoryStore
+            from ..sessions.stores.memory import MemoryStore
 
             store = MemoryStore()
         backend = StoreBackend(store, sealer or SessionSealer.generate(), namespace)

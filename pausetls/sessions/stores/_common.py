@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from ..errors import SessionStoreError
+from ...core.errors import SessionStoreError
 
 if TYPE_CHECKING:
-    from .._driver import Driver, Semaphore
+    from ...core._driver import Driver, Semaphore
 
 MAX_KEY_LENGTH = 200
 

@@ -14,9 +14,9 @@ import asyncio
 import logging
 from typing import Any
 
-from .asyncio_driver import greenlet_spawn
-from .errors import Error
-from .tls_socket import TLSSocket
+from ..core.errors import Error
+from ..core.tls_socket import TLSSocket
+from .asyncio import greenlet_spawn
 
 __all__ = ["AsyncTLSConnection", "TLSTransport"]
 

@@ -24,18 +24,18 @@ from typing import Any
 import gevent
 from gevent.event import Event
 
-from ._binding import openssl_version
+from ..core._binding import openssl_version
+from ..core.constants import TLS1_2_VERSION, TLS1_3_VERSION, TLS_SERVER_METHOD, VERIFY_FAIL_IF_NO_PEER_CERT, VERIFY_PEER
+from ..core.context import Context
+from ..core.errors import Error
+from ..core.tls_socket import TLSSocket
+from ..servers.gevent import WSGIServer
+from ..servers.info_page import TLSInfoHandler, application
+from ..servers.prefork import run_workers
+from ..sessions.sealing import SessionSealer
+from ..sessions.stores import store_from_url
 from ._selfsigned import SELF_SIGNED_NAMES, self_signed_files
 from .bench_command import add_bench_parser
-from .constants import TLS1_2_VERSION, TLS1_3_VERSION, TLS_SERVER_METHOD, VERIFY_FAIL_IF_NO_PEER_CERT, VERIFY_PEER
-from .context import Context
-from .errors import Error
-from .info_page import TLSInfoHandler, application
-from .prefork import run_workers
-from .sealing import SessionSealer
-from .server import WSGIServer
-from .stores import store_from_url
-from .tls_socket import TLSSocket
 
 __all__ = ["main", "build_parser", "server_context"]
 

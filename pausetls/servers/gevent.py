@@ -13,13 +13,13 @@ from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer as _PyWSGIServer
 from gevent.server import StreamServer
 
+from ..core._job import CallbackCount
+from ..core.context import Context
+from ..core.tls_socket import TLSSocket
+from ..drivers.gevent import gevent_driver
 from ._accept_pause import RETRY_INTERVAL, AcceptPause
-from ._job import CallbackCount
 from ._server_stats import ServerStats, is_peer_failure, peer
 from ._tcp import set_nodelay
-from .context import Context
-from .gevent_driver import gevent_driver
-from .tls_socket import TLSSocket
 from .wsgi_handler import WSGIHandler
 
 __all__ = ["TLSServer", "WSGIServer", "ServerStats"]

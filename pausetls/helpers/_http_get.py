@@ -17,10 +17,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, urljoin, urlsplit
 
-from .errors import Error, TimeoutError
+from ..core.errors import Error, TimeoutError
 
 if TYPE_CHECKING:
-    from ._driver import Driver
+    from ..core._driver import Driver
 
 __all__ = ["FetchError", "http_get", "MAX_REDIRECTS"]
 

@@ -1,0 +1,1 @@
+"""The ``pausetls`` command (``main.py``) and its ``bench`` subcommand."""

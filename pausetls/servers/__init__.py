@@ -1,0 +1,1 @@
+"""Servers and clients: the fronts that accept or open connections and drive the core through a driver."""

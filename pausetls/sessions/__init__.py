@@ -1,0 +1,1 @@
+"""TLS session resumption: the external session cache, sealing, and the stores it keeps sessions in."""

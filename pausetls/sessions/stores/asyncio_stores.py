@@ -1,0 +1,147 @@
+"""Session stores for `pausetls.asyncio`: Redis through ``redis.asyncio``, memcached through ``aiomcache``.
+
+The session cache calls a store synchronously from inside the handshake; under
+asyncio that code runs in a `greenlet_spawn` bridge, so these stores
+`await_only` their asyncio client: the handshake pauses on the event loop
+while every other connection goes on.  `MemoryStore` never waits and serves
+asyncio as it is.  Failures raise `SessionStoreError`, as every store does
+(the cache turns them into misses).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from ...drivers.asyncio import await_only
+from ._common import check_key, check_ttl, check_value, closed_error, format_address, store_error
+from .memory import MemoryStore
+
+__all__ = ["AsyncioMemcachedStore", "AsyncioRedisStore", "MemoryStore"]
+
+T = TypeVar("T")
+
+
+class _AwaitingStore:
+    """One client library's coroutines behind the synchronous `SessionStore` face."""
+
+    store_name = ""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._closed = False
+
+    def _call(self, operation: str, coroutine: Callable[[], Awaitable[T]]) -> T:
+        if self._closed:
+            raise closed_error(self.store_name, self.address)
+        try:
+            result: T = await_only(coroutine())
+        except Exception as exc:  # every library, socket or protocol failure becomes one error type
+            raise store_error(self.store_name, self.address, operation, exc) from exc
+        return result
+
+    def _disconnect(self) -> Awaitable[Any]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Later operations raise `SessionStoreError`; from bridged code the connections close now (else: `aclose`)."""
+        if self._closed:
+            return
+        self._closed = True
+        from ...drivers.asyncio import in_bridge
+
+        if in_bridge():
+            await_only(self._disconnect())
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await self._disconnect()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.address}>"
+
+
+class AsyncioRedisStore(_AwaitingStore):
+    """A `SessionStore` on Redis (SET with EX, GET, DEL) through ``redis.asyncio``; one per event loop."""
+
+    store_name = "redis"
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 6379,
+        db: int = 0,
+        *,
+        password: str | None = None,
+        timeout: float = 0.5,
+        max_connections: int = 64,
+    ) -> None:
+        import redis.asyncio  # lazily: optional dependency
+
+        super().__init__(f"{format_address(host, port)}/{db}")
+        self._client = redis.asyncio.Redis(
+            host=host,
+            port=port,
+            db=db,
+            password=password,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            max_connections=max_connections,
+            protocol=2,  # no HELLO round trip per connection (as `RedisStore`)
+            retry_on_error=[],
+        )
+
+    def get(self, key: str) -> bytes | None:
+        check_key(key)
+        value: object = self._call("get", lambda: self._client.get(key))
+        if value is None or isinstance(value, bytes):
+            return value
+        raise store_error(self.store_name, self.address, "get", TypeError(f"unexpected reply {value!r:.60}"))
+
+    def set(self, key: str, value: bytes, ttl: int) -> None:
+        check_key(key)
+        check_value(value)
+        check_ttl(ttl)
+        reply = self._call("set", lambda: self._client.set(key, value, ex=ttl))
+        if reply is not True:
+            raise store_error(self.store_name, self.address, "set", ValueError(f"unexpected reply {reply!r:.60}"))
+
+    def delete(self, key: str) -> None:
+        check_key(key)
+        self._call("delete", lambda: self._client.delete(key))
+
+    def _disconnect(self) -> Awaitable[Any]:
+        return self._client.aclose()
+
+
+class AsyncioMemcachedStore(_AwaitingStore):
+    """A `SessionStore` on one memcached server through ``aiomcache``; one per event loop."""
+
+    store_name = "memcached"
+
+    def __init__(self, host: str, port: int = 11211, *, pool_size: int = 16) -> None:
+        import aiomcache  # lazily: optional dependency
+
+        super().__init__(format_address(host, port))
+        self._client = aiomcache.Client(host, port, pool_size=pool_size)
+
+    def get(self, key: str) -> bytes | None:
+        check_key(key)
+        value: object = self._call("get", lambda: self._client.get(key.encode()))
+        if value is None or isinstance(value, bytes):
+            return value
+        raise store_error(self.store_name, self.address, "get", TypeError(f"unexpected reply {value!r:.60}"))
+
+    def set(self, key: str, value: bytes, ttl: int) -> None:
+        check_key(key)
+        check_value(value)
+        check_ttl(ttl)
+        if not self._call("set", lambda: self._client.set(key.encode(), value, exptime=ttl)):
+            raise store_error(self.store_name, self.address, "set", ValueError("not stored"))
+
+    def delete(self, key: str) -> None:
+        check_key(key)
+        self._call("delete", lambda: self._client.delete(key.encode()))
+
+    def _disconnect(self) -> Awaitable[Any]:
+        return self._client.close()

@@ -1,0 +1,172 @@
+"""A store on memcached through pymemcache's connection pool."""
+
+from __future__ import annotations
+
+import select
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+try:
+    from pymemcache.client.base import PooledClient
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("MemcachedStore needs pymemcache (pip install pymemcache)") from exc
+
+from ._common import (
+    Slots,
+    check_key,
+    check_pool_size,
+    check_rebind,
+    check_ttl,
+    check_value,
+    closed_error,
+    format_address,
+    store_error,
+    unbound_error,
+)
+
+if TYPE_CHECKING:
+    from ...core._driver import Driver
+
+__all__ = ["MemcachedStore"]
+
+T = TypeVar("T")
+
+# memcached reads an expiry above 30 days as an absolute Unix time, not a
+# number of seconds: longer TTLs must be sent as a timestamp.
+_MAX_RELATIVE_EXPIRE = 30 * 24 * 3600
+
+
+def _expire(ttl: int) -> int:
+    return ttl if ttl <= _MAX_RELATIVE_EXPIRE else int(time.time()) + ttl
+
+
+def _is_stale(sock: Any) -> bool:
+    """True when an idle pooled connection has something to read: EOF or reset (the
+    server went away, perhaps since restarted) or bytes nobody asked for.  One
+    non-blocking poll, as redis-py does before reusing a connection; it lets
+    the first operation after a restart succeed instead of failing once per
+    pooled connection.
+    """
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
+class MemcachedStore:
+    """A `SessionStore` on one memcached server.
+
+    Its sockets and pool slots come from its *driver* (`gevent.socket` under
+    gevent, so a greenlet waiting on memcached lets the others run; stdlib
+    sockets under threads): given here, or by the server whose session cache
+    it is installed in (`bind`).  *timeout* bounds
+    connecting and each socket read or write.  At most *max_pool_size*
+    operations run at once; more wait up to *timeout* for a free connection.
+    """
+
+    store_name = "memcached"
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 11211,
+        *,
+        timeout: float = 0.5,
+        driver: Driver | None = None,
+        max_pool_size: int = 64,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.max_pool_size = check_pool_size(max_pool_size)
+        self.address = format_address(host, port)
+        self.driver: Driver | None = None
+        self._closed = False
+        self._slots: Slots | None = None
+        self._pool: Any = None
+        if driver is not None:
+            self.bind(driver)
+
+    def bind(self, driver: Driver) -> None:
+        """Make sockets and slots with *driver* (once: `ValueError` for another driver later)."""
+        if not check_rebind(self.driver, driver, self):
+            return
+        self.driver = driver
+        self._slots = Slots(self.max_pool_size, self.timeout, driver)
+        self._pool = PooledClient(
+            (self.host, self.port),
+            connect_timeout=self.timeout,
+            timeout=self.timeout,
+            no_delay=True,
+            socket_module=driver.socket_module,
+            max_pool_size=self.max_pool_size,
+            # Wait for STORED/DELETED so a failed write raises instead of passing silently.
+            default_noreply=False,
+        )
+
+    def get(self, key: str) -> bytes | None:
+        check_key(key)
+        value: bytes | None = self._call("get", lambda client: client.get(key))  # raw bytes: no serde
+        return value
+
+    def set(self, key: str, value: bytes, ttl: int) -> None:
+        check_key(key)
+        check_value(value)
+        expire = _expire(check_ttl(ttl))
+
+        def store(client: Any) -> None:
+            if client.set(key, value, expire=expire, noreply=False) is not True:
+                raise ValueError("the server did not answer STORED")
+
+        self._call("set", store)
+
+    def delete(self, key: str) -> None:
+        check_key(key)
+
+        def remove(client: Any) -> None:
+            # raw_command, because Client.delete reads any reply but DELETED as "not found".
+            reply = client.raw_command(f"delete {key}", b"\r\n")
+            if reply not in (b"DELETED", b"NOT_FOUND"):
+                raise ValueError(f"unexpected reply {reply[:60]!r}")
+
+        self._call("delete", remove)
+
+    def close(self) -> None:
+        """Close every pooled connection; later operations raise `SessionStoreError`."""
+        self._closed = True
+        if self._pool is not None:
+            self._pool.close()
+
+    def __repr__(self) -> str:
+        return f"<MemcachedStore {self.address}>"
+
+    def _call(self, operation: str, fn: Callable[[Any], T]) -> T:
+        if self._closed:
+            raise closed_error(self.store_name, self.address)
+        if self._slots is None:
+            raise unbound_error(self.store_name, self.address)
+        try:
+            with self._slots(), self._client() as client:
+                return fn(client)
+        except Exception as exc:  # every library, socket or protocol failure becomes one error type
+            raise store_error(self.store_name, self.address, operation, exc) from exc
+
+    @contextmanager
+    def _client(self) -> Iterator[Any]:
+        """A pooled pymemcache `Client`, destroyed on any exception.
+
+        `PooledClient`'s own methods only destroy a client on `Exception`: a
+        `gevent.Timeout` or `GreenletExit` in mid-request would leave it
+        checked out forever, half-read, and shrink the pool for good.
+        """
+        pool = self._pool.client_pool
+        client = pool.get()
+        try:
+            if client.sock is not None and _is_stale(client.sock):
+                client.close()  # pymemcache reconnects on the next command
+            yield client
+        except BaseException:
+            pool.destroy(client)
+            raise
+        pool.release(client)

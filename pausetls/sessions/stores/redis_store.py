@@ -1,0 +1,183 @@
+"""A store on Redis through redis-py's connection pool."""
+
+from __future__ import annotations
+
+import inspect
+import socket
+from collections.abc import Callable
+from functools import cache
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+try:
+    import redis
+    import redis.connection
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("RedisStore needs redis-py (pip install redis)") from exc
+
+from ._common import (
+    Slots,
+    check_key,
+    check_pool_size,
+    check_rebind,
+    check_ttl,
+    check_value,
+    closed_error,
+    format_address,
+    store_error,
+    unbound_error,
+)
+
+if TYPE_CHECKING:
+    from ...core._driver import Driver
+
+__all__ = ["RedisStore", "DriverConnection"]
+
+T = TypeVar("T")
+
+
+class DriverConnection(redis.connection.Connection):
+    """redis-py's TCP connection with its socket made by a driver's socket module.
+
+    redis-py creates sockets with the stdlib module, which blocks the whole
+    hub in a gevent process that is not monkey-patched.  Everything else
+    (parsing, reading with ``recv_into``, timeouts) works unchanged on a
+    gevent socket.  `connection_class` makes the subclass for one module.
+    """
+
+    socket_module: ModuleType = socket
+
+    def _connect(self) -> socket.socket:
+        # create_connection resolves (through gevent's resolver under gevent) and tries every address,
+        # as the parent does.
+        sock: socket.socket = self.socket_module.create_connection(
+            (self.host, self.port), timeout=self.socket_connect_timeout
+        )
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.socket_keepalive:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                for option, value in self.socket_keepalive_options.items():
+                    sock.setsockopt(socket.IPPROTO_TCP, option, value)
+            sock.settimeout(self.socket_timeout)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+
+@cache
+def connection_class(socket_module: ModuleType) -> type[DriverConnection]:
+    """The `DriverConnection` making its sockets with *socket_module* (one class per module)."""
+    return type(f"DriverConnection[{socket_module.__name__}]", (DriverConnection,), {"socket_module": socket_module})
+
+
+def _no_client_info() -> dict[str, Any]:
+    """Connection arguments that skip CLIENT SETINFO: two round trips per new connection for nothing."""
+    parameters = inspect.signature(redis.connection.AbstractConnection.__init__).parameters
+    return {"driver_info": None} if "driver_info" in parameters else {"lib_name": None, "lib_version": None}
+
+
+class RedisStore:
+    """A `SessionStore` on one Redis server (SET with EX, GET, DEL).
+
+    Its sockets and pool slots come from its *driver* (`gevent.socket` under
+    gevent, stdlib sockets under threads): given here, or by the server whose
+    session cache it is installed in (`bind`).  *timeout* bounds connecting and each socket read or write.  At most
+    *max_connections* operations run at once; more wait up to *timeout* for a
+    free connection.
+    """
+
+    store_name = "redis"
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 6379,
+        db: int = 0,
+        *,
+        password: str | None = None,
+        timeout: float = 0.5,
+        driver: Driver | None = None,
+        max_connections: int = 64,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.db = db
+        self.timeout = timeout
+        self.max_connections = check_pool_size(max_connections)
+        self.address = f"{format_address(host, port)}/{db}"
+        self.driver: Driver | None = None
+        self._password = password
+        self._closed = False
+        self._slots: Slots | None = None
+        self._pool: Any = None
+        self._client: Any = None
+        if driver is not None:
+            self.bind(driver)
+
+    def bind(self, driver: Driver) -> None:
+        """Make sockets and slots with *driver* (once: `ValueError` for another driver later)."""
+        if not check_rebind(self.driver, driver, self):
+            return
+        self.driver = driver
+        self._slots = Slots(self.max_connections, self.timeout, driver)
+        self._pool = redis.ConnectionPool(
+            connection_class=connection_class(driver.socket_module),
+            max_connections=self.max_connections,
+            host=self.host,
+            port=self.port,
+            db=self.db,
+            password=self._password,
+            socket_timeout=self.timeout,
+            socket_connect_timeout=self.timeout,
+            # RESP2: no HELLO round trip per new connection, any server version, and
+            # none of RESP3's maintenance-notification handling (on by default under
+            # RESP3, it replaces the pool's plain check of idle connections for EOF).
+            protocol=2,
+            # Fail at once: retrying is the session cache's call (a miss is always safe).
+            retry=Retry(NoBackoff(), 0),
+            **_no_client_info(),
+        )
+        self._client = redis.Redis(connection_pool=self._pool)
+
+    def get(self, key: str) -> bytes | None:
+        check_key(key)
+        value: object = self._call("get", lambda: self._client.get(key))
+        if value is None or isinstance(value, bytes):
+            return value
+        raise store_error(self.store_name, self.address, "get", TypeError(f"unexpected reply {value!r:.60}"))
+
+    def set(self, key: str, value: bytes, ttl: int) -> None:
+        check_key(key)
+        check_value(value)
+        check_ttl(ttl)
+        reply = self._call("set", lambda: self._client.set(key, value, ex=ttl))
+        if reply is not True:
+            raise store_error(self.store_name, self.address, "set", ValueError(f"unexpected reply {reply!r:.60}"))
+
+    def delete(self, key: str) -> None:
+        check_key(key)
+        self._call("delete", lambda: self._client.delete(key))
+
+    def close(self) -> None:
+        """Disconnect every pooled connection; later operations raise `SessionStoreError`."""
+        self._closed = True
+        if self._pool is not None:
+            self._pool.disconnect()
+
+    def __repr__(self) -> str:
+        return f"<RedisStore {self.address}>"
+
+    def _call(self, operation: str, fn: Callable[[], T]) -> T:
+        if self._closed:
+            raise closed_error(self.store_name, self.address)
+        if self._slots is None:
+            raise unbound_error(self.store_name, self.address)
+        try:
+            with self._slots():
+                return fn()
+        except Exception as exc:  # every library, socket or protocol failure becomes one error type
+            raise store_error(self.store_name, self.address, operation, exc) from exc
