@@ -1,6 +1,6 @@
 """The load generator of the soak tests, run in its own process so the server's RSS is measured alone.
 
-``tests/test_soak.py`` runs it as ``python tests/loadgen.py CERTIFICATES-JSON``;
+``tests/servers/test_soak.py`` runs it as ``python tests/loadgen.py CERTIFICATES-JSON``;
 `main` answers each JSON command on stdin with one JSON line on stdout (a
 count of outcomes).  It imports no pausetls: its clients are CPython's
 ``ssl`` on gevent sockets.

@@ -24,7 +24,8 @@ import gevent
 import pytest
 
 import pausetls
-from pausetls import cli, info_page
+from pausetls.cli import main as cli
+from pausetls.servers import info_page
 
 from conftest import require_binary, stdlib_client_context
 from gates import GENEROUS

@@ -5,7 +5,7 @@ process's RSS is the server's alone.  Sizes come from the
 environment, so CI runs a bounded size (6,000 and 3,000 when ``CI`` is set) and a person can run a
 large one::
 
-    PAUSETLS_SOAK_HANDSHAKES=200000 PAUSETLS_SOAK_PAUSED=20000 pytest -m soak -s tests/test_soak.py
+    PAUSETLS_SOAK_HANDSHAKES=200000 PAUSETLS_SOAK_PAUSED=20000 pytest -m soak -s tests/servers/test_soak.py
 """
 
 from __future__ import annotations

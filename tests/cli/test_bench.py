@@ -15,7 +15,7 @@ from pausetls.cli.bench_command import find_bench_dir
 
 from servers import require_binary
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.append(str(ROOT))  # appended: the pausetls under test stays the one imported
 
 from bench import floor, report  # noqa: E402

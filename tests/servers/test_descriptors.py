@@ -28,7 +28,7 @@ from conftest import stdlib_client_context, wait_until
 from pki import PKI, Issued
 from served import pausetls_env
 
-CHILD = Path(__file__).with_name("fd_limited_server.py")
+CHILD = Path(__file__).parents[1] / "fd_limited_server.py"
 TIMEOUT = 30.0  # a generous ceiling for anything to happen, on a loaded machine
 
 

@@ -178,7 +178,7 @@ def test_a_faulty_session_get_callback_gives_a_full_handshake(
 
 def test_a_pausable_callback_nested_in_a_non_pausable_hook_cannot_pause() -> None:
     """No user callback runs in a non-pausable hook today (session remove copies the id and acts later),
-    so this is the job runtime's guard on its own (`tests/test_job.py` has the direct case): a pausable
+    so this is the job runtime's guard on its own (`tests/core/test_job.py` has the direct case): a pausable
     callback called from inside a non-pausable one cannot pause either, and the error names the hook."""
 
     def wait() -> Any:

@@ -1,6 +1,6 @@
 """Graceful stop: ``stop(timeout)`` ends paused handshakes at once and established connections with close_notify.
 
-`tests/test_pause.py` shows 100 paused handshakes cancelled and freed; here
+`tests/core/test_pause.py` shows 100 paused handshakes cancelled and freed; here
 established and paused connections are open together, and the established
 clients check that what ends their stream is a close_notify, not a bare TCP
 close.
