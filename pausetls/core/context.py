@@ -85,7 +85,7 @@ class Context:
     (`DEFAULT_SESSION_ID`), release
     idle buffers (``SSL_MODE_RELEASE_BUFFERS``) and refuse compression.
     Every context starts at TLS >= 1.2 with the cipher list and groups of
-    `pausetls.tls_defaults` (Mozilla intermediate for servers, CPython's
+    `pausetls.core.tls_defaults` (Mozilla intermediate for servers, CPython's
     defaults for ``TLS_CLIENT_METHOD``).
     """
 

@@ -12,7 +12,7 @@ number whose workers died `RestartPolicy.max_start_failures` times in a row
 before serving (a broken start-up), or died more than `RestartPolicy.max_deaths`
 times within `RestartPolicy.window`.  SIGINT/SIGTERM are forwarded to the workers as SIGTERM;
 workers still running `stop_timeout` seconds later are killed.  Workers leave
-when the parent dies (`pausetls._parent_watch`).
+when the parent dies (`pausetls.servers._parent_watch`).
 
 Exit codes follow the shell: a worker killed by signal N counts as 128 + N,
 so a signal death never reads as success.

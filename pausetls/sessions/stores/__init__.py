@@ -38,7 +38,7 @@ class SessionStore(Protocol):
     raises `ValueError`); values are `bytes`; *ttl* is whole seconds, >= 1.
     `get` returns None for a missing or expired key, `set` overwrites, `delete`
     of a missing key does nothing.  A networked store raises
-    `pausetls.errors.SessionStoreError` (``from`` the original exception) for
+    `pausetls.SessionStoreError` (``from`` the original exception) for
     any failure: refused, reset, timed out, protocol error, garbage reply; so
     does any store once closed.  Operations may wait through the store's
     driver (pausing a handshake) and may be interrupted by its timeouts or a
