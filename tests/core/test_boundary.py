@@ -176,10 +176,11 @@ THREADED_WITHOUT_GEVENT = textwrap.dedent(
 )
 
 
-def test_threaded_server_imports_and_serves_with_gevent_blocked(pki: PKI, server_cert: Issued) -> None:
+def test_threaded_server_imports_and_serves_with_gevent_blocked(pki: PKI, server_cert: Issued, tmp_path: Path) -> None:
     args = [str(server_cert.chain_path), str(server_cert.key_path), str(pki.ca_path), str(GENEROUS)]
     done = subprocess.run(
         [sys.executable, "-c", THREADED_WITHOUT_GEVENT, *args],
+        cwd=tmp_path,  # not the checkout: ``-c`` puts the cwd first, and its pausetls/ has no binding when installed
         env=pausetls_env(),
         capture_output=True,
         text=True,
