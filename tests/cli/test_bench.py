@@ -81,8 +81,10 @@ def test_resumed_cells_resume(mode: str, bench_pki: BenchPKI, load: LoadGenerato
     server, clients = run_counted(cell, bench_pki, load, work)
     assert clients["errors"] == {}, clients["error_samples"]
     assert server["handshakes_completed"] == clients["ok"] == CLIENTS * PER_CLIENT
-    # each client's first connection is a full handshake, every later one resumes
-    assert server["resumed"] == clients["resumed"] == CLIENTS * (PER_CLIENT - 1)
+    # each client's first connection is a full handshake; the later ones resume once the server's deferred
+    # session write has landed, which on a loaded machine may come after the client's next connection
+    # (that one is then a full handshake, and its session is offered next): so at least every other one does
+    assert server["resumed"] == clients["resumed"] >= CLIENTS * (PER_CLIENT // 2)
 
 
 def test_a_measured_cell_and_its_report(bench_pki: BenchPKI, load: LoadGenerator, work: Path) -> None:
