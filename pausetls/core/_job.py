@@ -180,6 +180,9 @@ class Job:
             self.result = self.fn(*self.args)
         finally:
             self._leave(previous)
+            # the caller's greenlet is not held past the call: under threads it is the thread's main
+            # greenlet, which must not be released later from another thread (a garbage collection there)
+            self.greenlet = None
         return self.result
 
     def start(self) -> Paused | None:
