@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ...core.errors import SessionStoreError
 
@@ -103,3 +103,33 @@ class Slots:
             yield
         finally:
             self._semaphore.release()
+
+
+class RedisCommands:
+    """GET, SET with EX and DEL over a redis-py client, blocking or ``redis.asyncio``, with the same
+    argument and reply checks: the store gives ``_client`` and ``_call(operation, fn)``, which runs
+    *fn* (awaiting what it returns, under asyncio) and turns its failures into `SessionStoreError`."""
+
+    store_name = "redis"
+    address: str
+    _client: Any
+    _call: Callable[[str, Callable[[], Any]], Any]
+
+    def get(self, key: str) -> bytes | None:
+        check_key(key)
+        value: object = self._call("get", lambda: self._client.get(key))
+        if value is None or isinstance(value, bytes):
+            return value
+        raise store_error(self.store_name, self.address, "get", TypeError(f"unexpected reply {value!r:.60}"))
+
+    def set(self, key: str, value: bytes, ttl: int) -> None:
+        check_key(key)
+        check_value(value)
+        check_ttl(ttl)
+        reply = self._call("set", lambda: self._client.set(key, value, ex=ttl))
+        if reply is not True:
+            raise store_error(self.store_name, self.address, "set", ValueError(f"unexpected reply {reply!r:.60}"))
+
+    def delete(self, key: str) -> None:
+        check_key(key)
+        self._call("delete", lambda: self._client.delete(key))

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ...drivers.asyncio import await_only
-from ._common import check_key, check_ttl, check_value, closed_error, format_address, store_error
+from ._common import RedisCommands, check_key, check_ttl, check_value, closed_error, format_address, store_error
 from .memory import MemoryStore
 
 __all__ = ["AsyncioMemcachedStore", "AsyncioRedisStore", "MemoryStore"]
@@ -61,10 +61,8 @@ class _AwaitingStore:
         return f"<{type(self).__name__} {self.address}>"
 
 
-class AsyncioRedisStore(_AwaitingStore):
+class AsyncioRedisStore(_AwaitingStore, RedisCommands):
     """A `SessionStore` on Redis (SET with EX, GET, DEL) through ``redis.asyncio``; one per event loop."""
-
-    store_name = "redis"
 
     def __init__(
         self,
@@ -91,27 +89,9 @@ class AsyncioRedisStore(_AwaitingStore):
             retry_on_error=[],
         )
 
-    def get(self, key: str) -> bytes | None:
-        check_key(key)
-        value: object = self._call("get", lambda: self._client.get(key))
-        if value is None or isinstance(value, bytes):
-            return value
-        raise store_error(self.store_name, self.address, "get", TypeError(f"unexpected reply {value!r:.60}"))
-
-    def set(self, key: str, value: bytes, ttl: int) -> None:
-        check_key(key)
-        check_value(value)
-        check_ttl(ttl)
-        reply = self._call("set", lambda: self._client.set(key, value, ex=ttl))
-        if reply is not True:
-            raise store_error(self.store_name, self.address, "set", ValueError(f"unexpected reply {reply!r:.60}"))
-
-    def delete(self, key: str) -> None:
-        check_key(key)
-        self._call("delete", lambda: self._client.delete(key))
-
     def _disconnect(self) -> Awaitable[Any]:
-        return self._client.aclose()
+        closing: Awaitable[Any] = self._client.aclose()
+        return closing
 
 
 class AsyncioMemcachedStore(_AwaitingStore):

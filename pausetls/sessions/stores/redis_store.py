@@ -18,12 +18,10 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("RedisStore needs redis-py (pip install redis)") from exc
 
 from ._common import (
+    RedisCommands,
     Slots,
-    check_key,
     check_pool_size,
     check_rebind,
-    check_ttl,
-    check_value,
     closed_error,
     format_address,
     store_error,
@@ -80,7 +78,7 @@ def _no_client_info() -> dict[str, Any]:
     return {"driver_info": None} if "driver_info" in parameters else {"lib_name": None, "lib_version": None}
 
 
-class RedisStore:
+class RedisStore(RedisCommands):
     """A `SessionStore` on one Redis server (SET with EX, GET, DEL).
 
     Its sockets and pool slots come from its *driver* (`gevent.socket` under
@@ -89,8 +87,6 @@ class RedisStore:
     *max_connections* operations run at once; more wait up to *timeout* for a
     free connection.
     """
-
-    store_name = "redis"
 
     def __init__(
         self,
@@ -142,25 +138,6 @@ class RedisStore:
             **_no_client_info(),
         )
         self._client = redis.Redis(connection_pool=self._pool)
-
-    def get(self, key: str) -> bytes | None:
-        check_key(key)
-        value: object = self._call("get", lambda: self._client.get(key))
-        if value is None or isinstance(value, bytes):
-            return value
-        raise store_error(self.store_name, self.address, "get", TypeError(f"unexpected reply {value!r:.60}"))
-
-    def set(self, key: str, value: bytes, ttl: int) -> None:
-        check_key(key)
-        check_value(value)
-        check_ttl(ttl)
-        reply = self._call("set", lambda: self._client.set(key, value, ex=ttl))
-        if reply is not True:
-            raise store_error(self.store_name, self.address, "set", ValueError(f"unexpected reply {reply!r:.60}"))
-
-    def delete(self, key: str) -> None:
-        check_key(key)
-        self._call("delete", lambda: self._client.delete(key))
 
     def close(self) -> None:
         """Disconnect every pooled connection; later operations raise `SessionStoreError`."""
