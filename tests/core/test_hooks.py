@@ -10,9 +10,7 @@ s_client`` and pausetls itself.
 
 from __future__ import annotations
 
-import datetime
 import logging
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +21,6 @@ from typing import Any
 import gevent
 import gevent.socket
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from gevent.event import AsyncResult
 from OpenSSL import crypto
@@ -33,6 +30,7 @@ from pausetls.helpers.ondemand import DirectoryLoader, normalize_server_name
 
 from conftest import make_server_context, stdlib_client_context, wait_until
 from gates import GENEROUS, Gate
+from hook_clients import client_error, fetch_cn, ocsp_response, s_client
 from peers import PeerGroup
 from pki import PKI, Issued
 
@@ -64,40 +62,10 @@ def pem_pair(issued: Issued) -> tuple[bytes, bytes]:
     return issued.chain_path.read_bytes(), issued.key_path.read_bytes()
 
 
-def cn_of(peercert: dict[str, Any]) -> str:
-    return str(dict(rdn[0] for rdn in peercert["subject"])["commonName"])
-
-
-def fetch_cn(port: int, ctx: ssl.SSLContext, name: str) -> str:
-    """Handshake as *name* (SNI, hostname checked), exchange a ping, return the server certificate's CN."""
-    with gevent.socket.create_connection(("127.0.0.1", port), timeout=GENEROUS) as sock:
-        with ctx.wrap_socket(sock, server_hostname=name) as tls:
-            tls.sendall(b"ping")
-            assert tls.recv(100) == b"ping"
-            return cn_of(tls.getpeercert())
-
-
-def client_error(port: int, ctx: ssl.SSLContext, name: str = "localhost") -> BaseException:
-    """What a stdlib client sees when the handshake (or, TLS 1.3 client auth, the first read) fails."""
-    try:
-        fetch_cn(port, ctx, name)
-    except (ssl.SSLError, ConnectionError) as exc:
-        return exc
-    raise AssertionError("the handshake should have failed")
-
-
 def run_all(fns: list[Callable[[], Any]], timeout: float = 2 * GENEROUS) -> list[Any]:
     greenlets = [gevent.spawn(fn) for fn in fns]
     gevent.joinall(greenlets, timeout=timeout)
     return [g.value if g.successful() else g.exception for g in greenlets]
-
-
-def s_client(openssl: str, peers: PeerGroup, port: int, *args: str) -> tuple[int, str]:
-    """Run ``openssl s_client`` until the handshake ends (stdin closed); its exit code and all its output."""
-    client = peers.process([openssl, "s_client", "-connect", f"127.0.0.1:{port}", *args])
-    client.close_stdin()
-    code = client.wait()
-    return code, client.stdout.text + client.stderr.text
 
 
 def on_demand_context() -> pausetls.Context:
@@ -294,26 +262,6 @@ def test_sni_callback_switching_context_serves_the_other_certificate(
 
 
 # -- OCSP stapling -----------------------------------------------------------------
-
-
-def ocsp_response(pki: PKI, cert: Issued) -> bytes:
-    """A real, signed OCSP response: *cert* is good, says its issuer."""
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (
-        ocsp.OCSPResponseBuilder()
-        .add_response(
-            cert=cert.cert,
-            issuer=pki.intermediate.cert,
-            algorithm=hashes.SHA1(),
-            cert_status=ocsp.OCSPCertStatus.GOOD,
-            this_update=now - datetime.timedelta(minutes=5),
-            next_update=now + datetime.timedelta(days=1),
-            revocation_time=None,
-            revocation_reason=None,
-        )
-        .responder_id(ocsp.OCSPResponderEncoding.HASH, pki.intermediate.cert)
-    )
-    return builder.sign(pki.intermediate.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
 
 
 def stapling_context(server_cert: Issued, version: int, staple: bytes) -> pausetls.Context:

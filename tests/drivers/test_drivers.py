@@ -12,12 +12,12 @@ import gevent.socket
 import pytest
 from drivers import DRIVERS, later, never, server_class
 from OpenSSL import crypto
-from test_hooks import client_error, fetch_cn, ocsp_response, s_client
 
 import pausetls
 
 from conftest import make_server_context, stdlib_client_context
 from health import Watch
+from hook_clients import client_error, fetch_cn, ocsp_response, s_client
 from peers import PeerGroup
 from pki import PKI, Issued
 from reliability import mutual_context, outcome, ping

@@ -423,7 +423,7 @@ def _client_context(pki: PKI) -> pausetls.Context:
 
 
 def test_async_ocsp_callbacks_on_both_sides(run: Run, pki: PKI, server_cert: Issued) -> None:
-    from test_hooks import ocsp_response
+    from hook_clients import ocsp_response
 
     staple = ocsp_response(pki, server_cert)
     seen: list[bytes] = []
