@@ -90,6 +90,7 @@ def _session_id_context(text: str) -> bytes:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pausetls", description="Tools for pausetls, TLS for gevent servers.")
+    parser.add_argument("--version", action="version", version=version_line())
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve_parser(commands)
     add_bench_parser(commands)
@@ -340,6 +341,13 @@ def _run_until_signalled(
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+def version_line() -> str:
+    """``pausetls 0.1.0 (OpenSSL 3.0.13 30 Jan 2024)``: this pausetls and the OpenSSL it is linked against."""
+    from .. import __version__
+
+    return f"pausetls {__version__} ({openssl_version()})"
 
 
 def _openssl_release() -> str:
