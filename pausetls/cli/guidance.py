@@ -61,7 +61,8 @@ def warn_at_start(args: Namespace) -> None:
     """Log ``serve``'s warnings: one line each, before it serves."""
     warn(sharing_warnings(args.session_store, args.session_key_file, args.workers))
     warn([None if args.cert is None else certificate_warning(args.cert)])
-    warn(private_file_warnings([("private key", args.key), ("session key file", args.session_key_file)]))
+    secrets = [("private key", args.key), ("session key file", args.session_key_file), ("key log file", args.keylog)]
+    warn(private_file_warnings(secrets))
     warn([store_probe_warning(args.session_store)])
     warn([None if args.keylog is None else keylog_warning(args.keylog)])
 
