@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..core._job import current_job, pause
 from .sealing import SealError, SessionSealer, store_key
 from .stores._common import check_rebind
 
@@ -105,7 +106,9 @@ class StoreBackend:
 class CallbackBackend:
     """User functions: ``get(session_id) -> bytes | None``, ``new(session_id, der)``, ``remove(session_id)``.
 
-    They see raw DER (which holds the master secret): sealing is theirs to do.
+    Each may block on its driver or return a pending result (``async def`` under asyncio, a
+    ``Future``, an ``AsyncResult``), which the cache waits for.  They see raw DER (which holds the
+    master secret): sealing is theirs to do.
     """
 
     def __init__(
@@ -119,16 +122,14 @@ class CallbackBackend:
     def bind(self, driver: Driver) -> None:
         pass  # the user's functions wait however they wait
 
-    def load(self, sid_ctx: bytes, session_id: bytes) -> bytes | None:
+    def load(self, sid_ctx: bytes, session_id: bytes) -> Any:
         return None if self._get is None else self._get(session_id)
 
-    def save(self, sid_ctx: bytes, session_id: bytes, der: bytes, ttl: int) -> None:
-        if self._new is not None:
-            self._new(session_id, der)
+    def save(self, sid_ctx: bytes, session_id: bytes, der: bytes, ttl: int) -> Any:
+        return None if self._new is None else self._new(session_id, der)
 
-    def forget(self, sid_ctx: bytes, session_id: bytes) -> None:
-        if self._remove is not None:
-            self._remove(session_id)
+    def forget(self, sid_ctx: bytes, session_id: bytes) -> Any:
+        return None if self._remove is None else self._remove(session_id)
 
 
 class SessionCache:
@@ -161,7 +162,7 @@ class SessionCache:
         started = time.monotonic()
         try:
             self.bind(driver)
-            der = driver.call_with_timeout(self.backend.load, self.timeout, sid_ctx, session_id)
+            der = driver.call_with_timeout(self._settled, self.timeout, driver, self.backend.load, sid_ctx, session_id)
         except SealError as exc:
             self.stats.rejected += 1
             log.debug("session %s rejected: %s", session_id.hex()[:16], exc)
@@ -183,6 +184,15 @@ class SessionCache:
         self.stats.rejected += 1
         log.debug("session store returned %s, not bytes", type(der).__name__)
         return None
+
+    def _settled(self, driver: Driver, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``, or what it comes to if that is a pending result its driver recognises."""
+        value = fn(*args)
+        waitable = driver.pending(value)
+        if waitable is None:
+            return value
+        # a lookup pauses its handshake's job; a deferred write is outside any job and simply waits
+        return pause(waitable, self.timeout) if current_job() is not None else driver.wait(waitable, self.timeout)
 
     def record_hit(self, hit: bool) -> None:
         if hit:
@@ -215,7 +225,7 @@ class SessionCache:
 
     def _write(self, driver: Driver, counter: str, fn: Callable[..., Any], *args: Any) -> None:
         try:
-            driver.call_with_timeout(fn, self.timeout, *args)
+            driver.call_with_timeout(self._settled, self.timeout, driver, fn, *args)
             setattr(self.stats, counter, getattr(self.stats, counter) + 1)
         except Exception as exc:  # noqa: BLE001 - logged and counted; a lost write costs a full handshake
             self.stats.store_failures += 1
