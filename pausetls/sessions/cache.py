@@ -12,7 +12,9 @@ may do follows ``../shared/DESIGN.md``:
   logged at debug level, never an error for the client.
 * new (``SSL_CTX_sess_set_new_cb``): the DER is copied and written from
   another greenlet or thread (`Driver.defer` of the driver the cache is
-  bound to); OpenSSL keeps its reference.
+  bound to); OpenSSL keeps its reference.  A store that never waits
+  (``writes_never_wait``, the in-memory one) is written at once instead, so a
+  client that reconnects straight away finds its session.
 * remove (``SSL_CTX_sess_set_remove_cb``): may run with ``ctx->lock`` held,
   so it never pauses: the id is copied and deleted later.
 
@@ -65,7 +67,10 @@ class SessionCacheStats:
 
 
 class SessionBackend(Protocol):
-    """Where sessions (DER of ``SSL_SESSION``) go; calls may block on the driver's loop."""
+    """Where sessions (DER of ``SSL_SESSION``) go; calls may block on the driver's loop, unless
+    ``writes_never_wait``: then a new session is saved inline, inside the handshake."""
+
+    writes_never_wait: bool
 
     def bind(self, driver: Driver) -> None: ...
 
@@ -83,6 +88,7 @@ class StoreBackend:
         self.store = store
         self.sealer = sealer
         self.namespace = namespace
+        self.writes_never_wait = bool(getattr(store, "writes_never_wait", False))
 
     def bind(self, driver: Driver) -> None:
         """A networked store makes its sockets and locks with *driver*."""
@@ -110,6 +116,8 @@ class CallbackBackend:
     ``Future``, an ``AsyncResult``), which the cache waits for.  They see raw DER (which holds the
     master secret): sealing is theirs to do.
     """
+
+    writes_never_wait = False  # the user's functions may do I/O: writes are deferred
 
     def __init__(
         self,
@@ -205,8 +213,12 @@ class SessionCache:
         log.debug("stored session rejected: %s", why)
 
     def save_later(self, driver: Driver, sid_ctx: bytes, session_id: bytes, der: bytes, ttl: int) -> None:
+        """Save a new session: deferred, or at once where the backend never waits (nothing can pause)."""
         if self.driver is None:
             self.bind(driver)
+        if self.backend.writes_never_wait:
+            self._write(driver, "stored", self.backend.save, sid_ctx, session_id, der, max(1, ttl))
+            return
         self._write_later("stored", self.backend.save, sid_ctx, session_id, der, max(1, ttl))
 
     def forget_later(self, sid_ctx: bytes, session_id: bytes) -> None:
@@ -221,7 +233,13 @@ class SessionCache:
             self.stats.dropped_writes += 1
             return
         self._pending_writes += 1
-        driver.defer(self._write, driver, counter, fn, *args)
+        driver.defer(self._deferred_write, driver, counter, fn, *args)
+
+    def _deferred_write(self, driver: Driver, counter: str, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            self._write(driver, counter, fn, *args)
+        finally:
+            self._pending_writes -= 1
 
     def _write(self, driver: Driver, counter: str, fn: Callable[..., Any], *args: Any) -> None:
         try:
@@ -230,5 +248,3 @@ class SessionCache:
         except Exception as exc:  # noqa: BLE001 - logged and counted; a lost write costs a full handshake
             self.stats.store_failures += 1
             log.warning("session store write failed: %s: %s", type(exc).__name__, exc)
-        finally:
-            self._pending_writes -= 1
