@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import errno
+import os
 
 from ._binding import ErrorEntry
 
@@ -136,6 +137,7 @@ class MissingFileError(Error, FileNotFoundError):
     def __init__(self, path: str, what: str = "") -> None:
         super().__init__(f"no such file: {path}" + (f" (the {what})" if what else ""))
         self.errno = errno.ENOENT
+        self.strerror = os.strerror(errno.ENOENT)
         self.filename = path
 
     def __str__(self) -> str:
