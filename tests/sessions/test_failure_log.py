@@ -1,5 +1,5 @@
 """A session store that goes down mid-run is reported at most once per 10 s, with a count, not once per
-connection: real memcached and Redis servers, stopped while a pausetls server uses them."""
+connection: real memcached and Redis servers, stopped while a pausetls server of each driver uses them."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import gevent
 import pytest
 
 from pausetls.stores import store_from_url
+from pausetls.stores.asyncio_stores import AsyncioMemcachedStore, AsyncioRedisStore
 
 from conftest import make_server_context, stdlib_client_context, wait_until
+from drivers import DRIVERS, server_class
 from pki import PKI, Issued
 
 REPORT = re.compile(r"^session store failing: .* \((?P<count>\d+) failures?")
@@ -24,14 +26,29 @@ def store_server(request: pytest.FixtureRequest) -> Any:
     return request.getfixturevalue(f"{request.param}_server")
 
 
+def store_for(driver: str, server: Any) -> Any:
+    """The store a server of *driver* uses: asyncio awaits its own clients, the others block through the driver."""
+    if driver != "asyncio":
+        return store_from_url(server.url, timeout=2)
+    if server.scheme == "redis":
+        return AsyncioRedisStore(*server.address, timeout=2)
+    return AsyncioMemcachedStore(*server.address)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
 def test_a_store_stopped_mid_run_is_reported_once_per_interval_with_a_count(
-    pki: PKI, server_cert: Issued, store_server: Any, start_server: Any, caplog: pytest.LogCaptureFixture
+    driver: str,
+    pki: PKI,
+    server_cert: Issued,
+    store_server: Any,
+    start_server: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     ctx = make_server_context(server_cert)
-    cache = ctx.set_session_cache(store_from_url(store_server.url, timeout=2), timeout=2)
+    cache = ctx.set_session_cache(store_for(driver, store_server), timeout=2)
     now = [1000.0]
     cache.failures.clock = lambda: now[0]  # the test decides when 10 s have passed
-    server = start_server(ctx)
+    server = start_server(ctx, server_class=server_class(driver))
     client = stdlib_client_context(pki, cooperative=True)
 
     def handshake(session: ssl.SSLSession | None = None) -> ssl.SSLSession:

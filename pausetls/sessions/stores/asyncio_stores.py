@@ -75,6 +75,8 @@ class AsyncioRedisStore(_AwaitingStore, RedisCommands):
         max_connections: int = 64,
     ) -> None:
         import redis.asyncio  # lazily: optional dependency
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
         super().__init__(f"{format_address(host, port)}/{db}")
         self._client = redis.asyncio.Redis(
@@ -87,6 +89,9 @@ class AsyncioRedisStore(_AwaitingStore, RedisCommands):
             max_connections=max_connections,
             protocol=2,  # no HELLO round trip per connection (as `RedisStore`)
             retry_on_error=[],
+            # fail at once, as `RedisStore`: redis-py otherwise retries a refused connection with backoff
+            # (seconds), and retrying is the session cache's call (a miss is always safe)
+            retry=Retry(NoBackoff(), 0),
         )
 
     def _disconnect(self) -> Awaitable[Any]:
