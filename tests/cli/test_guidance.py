@@ -146,11 +146,17 @@ def test_certificate_expiring_soon_and_workers_on_a_memory_store(
     key.chmod(0o600)
     keys = session_key_file(tmp_path)
     keys.chmod(0o640)  # the group may read it: warned
+    keylog = tmp_path / "old.keys"
+    keylog.touch()
+    keylog.chmod(0o644)  # a key log left readable by everyone: warned, not silently appended to
     served = serve(
-        started, tmp_path, "--cert", server_cert.chain_path, "--key", key, "--session-key-file", keys, "--workers", "2"
+        started,
+        tmp_path,
+        *("--cert", server_cert.chain_path, "--key", key, "--session-key-file", keys, "--workers", "2"),
+        *("--keylog", keylog),
     )
     stderr = served.stderr
-    assert len(WARNING.findall(stderr)) == 3, stderr
+    assert len(WARNING.findall(stderr)) == 5, stderr
     expiry = x509.load_pem_x509_certificate(server_cert.chain_path.read_bytes()).not_valid_after_utc
     assert re.search(
         rf"the certificate in {re.escape(str(server_cert.chain_path))} expires on "
@@ -160,6 +166,8 @@ def test_certificate_expiring_soon_and_workers_on_a_memory_store(
     assert "--workers 2 with --session-store memory://: each worker keeps its own sessions" in stderr
     assert f"the session key file {keys} is readable by group (mode 0640)" in stderr
     assert "private key" not in stderr
+    assert f"the key log file {keylog} is readable by group and others (mode 0644)" in stderr
+    assert f"--keylog {keylog}: the TLS secrets of every connection are appended to it" in stderr
 
 
 def test_keylog_lines_equal_curls(started: list[Served], tmp_path: Path) -> None:
@@ -233,3 +241,12 @@ def test_bench_help_without_a_checkout(tmp_path: Path) -> None:
     ran = run_pausetls(tmp_path, "bench", "--quick", env=env)
     assert ran.returncode == 2
     assert ran.stderr.count("\n") == 1 and ran.stderr.startswith("pausetls bench: no benchmark harness found")
+
+
+def test_bench_help_in_a_checkout_is_the_harness_help(tmp_path: Path) -> None:
+    checkout = Path(pausetls.__file__).parent.parent
+    if not (checkout / "bench" / "run.py").is_file():
+        pytest.skip("pausetls is not imported from a checkout with bench/")
+    helped = run_pausetls(checkout, "bench", "--help")
+    assert helped.returncode == 0, helped.stderr
+    assert helped.stdout.startswith("usage: pausetls bench") and "--quick" in helped.stdout
