@@ -121,6 +121,8 @@ def _context_from_ssl_args(ssl_args: dict[str, Any]) -> Context:
     cert_reqs = ssl_args.get("cert_reqs", ssl.CERT_NONE)
     if cert_reqs not in _VERIFY_MODES:
         raise ValueError(f"cert_reqs must be ssl.CERT_NONE, CERT_OPTIONAL or CERT_REQUIRED, not {cert_reqs!r}")
+    if cert_reqs != ssl.CERT_NONE and not ssl_args.get("ca_certs"):
+        raise ValueError("cert_reqs asks for client certificates: give ca_certs= (the CAs that issue them)")
     context = Context(TLS_SERVER_METHOD)
     context.set_min_proto_version(TLS1_2_VERSION)
     context.use_certificate_chain_file(certfile)
@@ -128,8 +130,6 @@ def _context_from_ssl_args(ssl_args: dict[str, Any]) -> Context:
     context.check_privatekey()
     if ssl_args.get("ca_certs"):
         context.load_verify_locations(ssl_args["ca_certs"])
-    elif cert_reqs != ssl.CERT_NONE:
-        raise ValueError("cert_reqs asks for client certificates: give ca_certs= (the CAs that issue them)")
     context.set_verify(_VERIFY_MODES[cert_reqs])
     if ssl_args.get("ciphers"):
         context.set_cipher_list(ssl_args["ciphers"])

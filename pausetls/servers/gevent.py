@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,7 @@ from ..core.tls_socket import TLSSocket
 from ..drivers.gevent import gevent_driver
 from ._accept_pause import RETRY_INTERVAL, AcceptPause
 from ._server_stats import ServerStats, is_peer_failure, peer
-from ._ssl_args import SSL_ARGS, TLSOptions, server_context
+from ._ssl_args import TLSOptions, server_context
 from ._tcp import set_nodelay
 from .wsgi_handler import WSGIHandler
 
@@ -247,6 +248,9 @@ class TLSServer(StreamServer):  # type: ignore[misc]
         super().stop(timeout)
 
 
+_PYWSGI_ARGS = frozenset(inspect.signature(_PyWSGIServer.__init__).parameters) - {"self", "ssl_args"}
+
+
 class WSGIServer(TLSServer, _PyWSGIServer):  # type: ignore[misc]
     """``gevent.pywsgi.WSGIServer`` over pausetls: ``WSGIServer(listener, app, context=ctx)``, or with
     gevent's ``ssl_context=``/``certfile=``/``keyfile=``... as `TLSServer` takes them."""
@@ -263,7 +267,8 @@ class WSGIServer(TLSServer, _PyWSGIServer):  # type: ignore[misc]
         ssl_context: Context | None = None,
         **pywsgi_kwargs: Any,
     ) -> None:
-        ssl_args = {name: pywsgi_kwargs.pop(name) for name in SSL_ARGS & set(pywsgi_kwargs)}
+        # what pywsgi does not name is gevent's ssl_args (pywsgi would hand those to StreamServer)
+        ssl_args = {name: pywsgi_kwargs.pop(name) for name in set(pywsgi_kwargs) - _PYWSGI_ARGS}
         tls = server_context("WSGIServer", context, ssl_context, ssl_args)
         pywsgi_kwargs.setdefault("spawn", Pool())
         _PyWSGIServer.__init__(self, listener, application, **pywsgi_kwargs)
