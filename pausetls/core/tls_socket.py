@@ -141,6 +141,8 @@ class TLSSocket:
         self._session_chosen = False  # set_session was called: the cache offers nothing
         self._session_offered: Session | None = None  # what the cache offered to this handshake
         self._session_cache_consulted = False
+        self._closed_session: Session | None = None  # a client's session, kept past close()
+        self._closed_session_reused = False
 
         sock.setblocking(False)
         lib.ERR_clear_error()
@@ -476,7 +478,9 @@ class TLSSocket:
         Under TLS 1.3 the server's tickets arrive after the handshake: read
         before asking (the session of a connection that read nothing yet
         cannot resume)."""
-        ptr = lib.SSL_get1_session(self._live_ssl())
+        if self._ssl is None:
+            return self._closed_session
+        ptr = lib.SSL_get1_session(self._ssl)
         return None if ptr == ffi.NULL else Session(ptr)
 
     def set_session(self, session: Session) -> None:
@@ -498,7 +502,10 @@ class TLSSocket:
 
     @property
     def session_reused(self) -> bool:
-        return self._ssl is not None and bool(lib.SSL_session_reused(self._ssl))
+        """Did this handshake resume a session?  (Still answered after close.)"""
+        if self._ssl is None:
+            return self._closed_session_reused
+        return bool(lib.SSL_session_reused(self._ssl))
 
     def master_key(self) -> bytes | None:
         """The session's master secret (TLS 1.3: resumption master secret); pyOpenSSL's name."""
@@ -731,6 +738,10 @@ class TLSSocket:
         self._closed = True
 
     def _free_ssl(self) -> None:
+        if self.handshake_done:
+            self._closed_session_reused = self.session_reused
+            if not self.server_side:
+                self._closed_session = self.get_session()  # a client may still ask for it after close()
         ptr, self._ssl = self._ssl, None
         ffi.release(ptr)
 
