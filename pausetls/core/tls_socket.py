@@ -257,7 +257,7 @@ class TLSSocket:
 
     def do_handshake(self) -> None:
         """Run (or finish) the handshake; callbacks inside may pause."""
-        if not self._session_cache_consulted:
+        if not (self._session_cache_consulted or self.server_side):
             self._offer_cached_session()
         outcome = self._retry(lib.SSL_do_handshake)
         if outcome.error != _OK:

@@ -103,10 +103,10 @@ def test_connection_on_a_plain_socket_blocks_its_thread(
     server = peers.stdlib_server(stdlib_server_context(server_cert, pausetls.TLS1_3_VERSION, []), echo_then_end)
 
     def talk() -> type[BaseException]:
-        conn = pausetls.Connection(client_context(pki), socket.socket())
+        conn = pausetls.Connection(client_context(pki), socket.create_connection(("127.0.0.1", server.port)))
         assert conn.driver is thread_driver
         try:
-            conn.connect(("127.0.0.1", server.port))
+            conn.set_connect_state()
             conn.sendall(b"hello\n")  # the handshake runs inside the first write
             assert conn.recv(100) == b"hello\n"
             with pytest.raises(pausetls.Error) as ended:
@@ -200,3 +200,35 @@ def test_accepted_gevent_connection_pauses_its_handshake_callback(pki: PKI, serv
     finally:
         conn.close()
         listener.close()
+
+
+def test_set_accept_state_on_an_accepted_plain_socket(pki: PKI, server_cert: Issued, tls_version: int) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    answers: list[bytes] = []
+
+    def stdlib_client() -> None:
+        ctx = stdlib_client_context(pki, version=tls_version)
+        with socket.create_connection(listener.getsockname(), timeout=GENEROUS) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"question\n")
+                answers.append(tls.recv(100))
+                tls.unwrap()  # close_notify both ways
+
+    thread = threading.Thread(target=stdlib_client, daemon=True)
+    thread.start()
+    raw, _ = listener.accept()
+    conn = pausetls.Connection(make_server_context(server_cert), raw)
+    try:
+        conn.set_accept_state()
+        conn.do_handshake()
+        assert conn.server_side and conn.driver is thread_driver
+        assert conn.get_protocol_version() == tls_version
+        conn.sendall(conn.recv(100).replace(b"question", b"answer"))
+        with pytest.raises(pausetls.ZeroReturnError):
+            conn.recv(100)
+        assert conn.shutdown() is True
+    finally:
+        conn.close()
+        listener.close()
+    thread.join(GENEROUS)
+    assert answers == [b"answer\n"]
