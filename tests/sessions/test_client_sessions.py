@@ -3,6 +3,7 @@ against stdlib ``ssl`` servers and ``openssl s_server`` (TLS 1.2 ids and tickets
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 import ssl
 import time
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 import pausetls
+import pausetls.asyncio
 
 from conftest import STDLIB_VERSIONS
 from peers import PeerGroup
@@ -151,3 +153,24 @@ def test_the_cache_is_bounded(peers: PeerGroup, pki: PKI, server_cert: Issued) -
         ctx = pausetls.Context(pausetls.TLS_SERVER_METHOD)
         ctx.set_session_cache()
         ctx.set_client_session_cache()
+
+
+def test_the_cache_serves_asyncio_clients_too(peers: PeerGroup, pki: PKI, server_cert: Issued) -> None:
+    server, server_saw = stdlib_echo_server(peers, server_cert, pausetls.TLS1_3_VERSION, connections=2)
+    ctx = client_context(pki, cache=True)
+
+    async def talk_async() -> bool:
+        reader, writer = await pausetls.asyncio.open_connection(
+            "127.0.0.1", server.port, context=ctx, server_hostname="localhost"
+        )
+        writer.write(b"ping\n")
+        assert await reader.readline() == b"ping\n"  # the tickets came first
+        reused = bool(writer.get_extra_info("ssl_object").session_reused)
+        writer.close()
+        await writer.wait_closed()
+        return reused
+
+    assert [asyncio.run(talk_async()) for _ in range(2)] == [False, True]
+    server.join()
+    assert server_saw == [False, True]
+    assert ctx.client_session_cache is not None and ctx.client_session_cache.stats.reused == 1
