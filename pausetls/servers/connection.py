@@ -36,8 +36,6 @@ from ..drivers.threads import thread_driver
 
 __all__ = ["Connection", "driver_for_socket"]
 
-_NOT_YET_CONNECTED = (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK)
-
 
 def driver_for_socket(sock: Any) -> Driver:
     """The gevent driver for a gevent socket, the threads driver for any other."""
@@ -77,7 +75,7 @@ class Connection(TLSSocket):
             raise TypeError("name must be a byte string")
         if b"\0" in name:
             raise TypeError("name must not contain NUL byte")
-        self.server_hostname = name.decode("ascii")
+        self.server_hostname = name.decode("ascii", "replace")
         if not lib.SSL_set_tlsext_host_name(self._live_ssl(), name):
             raise ValueError(f"cannot send {name!r} as SNI")
 
