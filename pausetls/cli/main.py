@@ -36,6 +36,7 @@ from ..sessions.sealing import SessionSealer
 from ..sessions.stores import store_from_url
 from ._selfsigned import SELF_SIGNED_NAMES, self_signed_files
 from .bench_command import add_bench_parser
+from .guidance import check_files, warn_at_start
 
 __all__ = ["main", "build_parser", "server_context"]
 
@@ -90,6 +91,7 @@ def _session_id_context(text: str) -> bytes:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pausetls", description="Tools for pausetls, TLS for gevent servers.")
+    parser.add_argument("--version", action="version", version=version_line())
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve_parser(commands)
     add_bench_parser(commands)
@@ -173,7 +175,8 @@ def _add_serve_parser(commands: Any) -> None:
         type=_workers,
         default=1,
         metavar="N",
-        help="Processes serving the one listening socket; they share sessions through the store (default: 1).",
+        help="Processes serving the one listening socket; they share sessions through a memcached or Redis "
+        "--session-store (memory:// is each worker's own) (default: 1).",
     )
     serve.add_argument(
         "--stop-timeout",
@@ -182,6 +185,12 @@ def _add_serve_parser(commands: Any) -> None:
         metavar="SECONDS",
         help="After SIGINT or SIGTERM, seconds in-flight requests get to finish; requests arriving meanwhile "
         "on keep-alive connections are answered with 'Connection: close' (default: %(default)s).",
+    )
+    serve.add_argument(
+        "--keylog",
+        metavar="FILE",
+        help="Append the TLS secrets of every connection to FILE (NSS key log format, for Wireshark); "
+        "anyone who can read FILE can decrypt the traffic: for debugging only.",
     )
     serve.set_defaults(run=_serve, subparser=serve)
 
@@ -216,12 +225,16 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="pausetls: %(message)s")
     with contextlib.ExitStack() as cleanup:  # removes the throwaway certificate's directory
         try:
+            check_files(args)
             context = _server_context(args, cleanup)
             _install_session_cache(args, context)
+            if args.keylog is not None:
+                context.keylog_filename = args.keylog
             listener = WSGIServer.get_listener((args.host, args.port), family=_family(args.host))
-        except (Error, OSError, ValueError) as exc:
+        except (Error, OSError, ValueError, ImportError) as exc:  # ImportError: a store's client library
             print(f"pausetls: error: {exc}", file=sys.stderr)
             return 1
+        warn_at_start(args)
         port = listener.getsockname()[1]
         print(f"pausetls: serving https://{_url_host(args.host)}:{port}/ (OpenSSL {_openssl_release()})", flush=True)
         if args.workers > 1:
@@ -340,6 +353,13 @@ def _run_until_signalled(
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+def version_line() -> str:
+    """``pausetls 0.1.0 (OpenSSL 3.0.13 30 Jan 2024)``: this pausetls and the OpenSSL it is linked against."""
+    from .. import __version__
+
+    return f"pausetls {__version__} ({openssl_version()})"
 
 
 def _openssl_release() -> str:

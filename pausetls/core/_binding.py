@@ -9,9 +9,19 @@ errors never leak into, or get eaten by, another connection's call.
 
 from __future__ import annotations
 
+import os
 from typing import Any, NamedTuple
 
-from ._openssl import ffi, lib
+try:
+    from ._openssl import ffi, lib
+except ModuleNotFoundError as missing:
+    if missing.name != f"{__package__}._openssl":
+        raise
+    # a source checkout imported before its extension was compiled: say what to do, in one sentence
+    raise ImportError(
+        f"pausetls is not built: {os.path.dirname(__file__)} has no compiled OpenSSL "
+        "binding (_openssl*.so); run 'pip install .' or 'python setup.py build_ext --inplace' in the checkout"
+    ) from None
 
 __all__ = ["ffi", "lib", "ErrorEntry", "drain_error_queue", "restore_error_queue", "openssl_version"]
 

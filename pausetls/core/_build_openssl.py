@@ -319,6 +319,10 @@ extern "Python" int pausetls_cert_cb(SSL *, void *);
 extern "Python" int pausetls_status_cb(SSL *, void *);
 extern "Python" int pausetls_alpn_select_cb(SSL *, const unsigned char **,
     unsigned char *, const unsigned char *, unsigned int, void *);
+
+/* keylog (NSS key log lines, for Wireshark): never pauses, see pausetls/core/_keylog.py */
+void SSL_CTX_set_keylog_callback(SSL_CTX *, void (*)(const SSL *, const char *));
+extern "Python" void pausetls_keylog_cb(const SSL *, const char *);
 """
 
 SOURCE = r"""

@@ -331,3 +331,15 @@ def _check_stapled(ssl: Any, conn: TLSSocket, callback: Any, data: Any) -> int:
     if not ran:
         return -1  # an internal error: the handshake fails
     return 1 if accepted else 0
+
+
+@ffi.def_extern(onerror=_report)
+def pausetls_keylog_cb(ssl: Any, line: Any) -> None:
+    """``SSL_CTX_keylog_cb_func``: one NSS key log line; runs as a non-pausable hook and never fails the handshake."""
+    conn = connection_of(ssl)
+    if conn is None:
+        return
+    keylog = conn.get_context().hooks.keylog
+    if keylog.active:
+        # pauses refused; an Exception is the hook's to log, a BaseException (cancellation) stays on the job
+        _job_of(conn).run_callback("keylog", False, keylog.deliver, conn, ffi.string(line))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._keylog import KeyLogHook
+
 __all__ = ["ContextHooks", "PAUSABLE_HOOKS"]
 
 PAUSABLE_HOOKS = ("verify", "alpn_select", "servername", "client_hello", "certificate", "ocsp_server", "ocsp_client")
@@ -18,7 +20,7 @@ PAUSABLE_HOOKS = ("verify", "alpn_select", "servername", "client_hello", "certif
 class ContextHooks:
     """None where no callback is set.  ``callback_timeout`` bounds each pausable callback."""
 
-    __slots__ = (*PAUSABLE_HOOKS, "callback_timeout", "ocsp_data")
+    __slots__ = (*PAUSABLE_HOOKS, "callback_timeout", "ocsp_data", "keylog")
 
     def __init__(self) -> None:
         self.verify: Any = None
@@ -30,3 +32,4 @@ class ContextHooks:
         self.ocsp_client: Any = None
         self.ocsp_data: Any = None
         self.callback_timeout: float | None = None
+        self.keylog = KeyLogHook()  # never pauses: `pausetls.core._keylog`

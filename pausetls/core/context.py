@@ -13,7 +13,9 @@ from ..sessions.sealing import SessionSealer
 from . import _live
 from ._binding import drain_error_queue, ffi, lib
 from ._certs import CertificateLike, PrivateKeyLike, new_x509, use_pkey, use_x509
+from ._files import checked_file
 from ._hooks import ContextHooks
+from ._keylog import KeyLogCallback, KeyLogFile
 from ._session_binding import policy_session_id
 from ._x509_names import NameLike, names_of_stack, new_name_stack
 from .client_session_cache import ClientSessionCache
@@ -129,21 +131,22 @@ class Context:
 
     def use_certificate_chain_file(self, certfile: str | bytes | os.PathLike[Any]) -> None:
         _check(
-            lib.SSL_CTX_use_certificate_chain_file(self._ctx, _path(certfile)),
+            lib.SSL_CTX_use_certificate_chain_file(self._ctx, checked_file(certfile, "certificate chain")),
             f"cannot load certificate chain {certfile!s}",
         )
 
     def use_certificate_file(self, certfile: str | bytes | os.PathLike[Any], filetype: int = FILETYPE_PEM) -> None:
         # a leaf-only load is the chain load of a one-certificate file in PEM
         if filetype != FILETYPE_PEM:
-            with open(certfile, "rb") as f:
+            with open(checked_file(certfile, "certificate"), "rb") as f:
                 self.use_certificate(f.read())
             return
         self.use_certificate_chain_file(certfile)
 
     def use_privatekey_file(self, keyfile: str | bytes | os.PathLike[Any], filetype: int = FILETYPE_PEM) -> None:
         _check(
-            lib.SSL_CTX_use_PrivateKey_file(self._ctx, _path(keyfile), filetype), f"cannot load private key {keyfile!s}"
+            lib.SSL_CTX_use_PrivateKey_file(self._ctx, checked_file(keyfile, "private key"), filetype),
+            f"cannot load private key {keyfile!s}",
         )
 
     def use_certificate(self, cert: CertificateLike) -> None:
@@ -182,8 +185,8 @@ class Context:
         _check(
             lib.SSL_CTX_load_verify_locations(
                 self._ctx,
-                ffi.NULL if cafile is None else _path(cafile),
-                ffi.NULL if capath is None else _path(capath),
+                ffi.NULL if cafile is None else checked_file(cafile, "CA file"),
+                ffi.NULL if capath is None else checked_file(capath, "CA directory"),
             ),
             "cannot load verify locations",
         )
@@ -277,7 +280,7 @@ class Context:
         """Server: DH parameters (PEM) for the DHE suites of the default list; without them
         OpenSSL negotiates ECDHE only.  Use 2048 bits or more (``openssl genpkey -genparam
         -algorithm DH -pkeyopt group:ffdhe2048``)."""
-        params = lib.pausetls_read_dh_params(_path(dhfile))
+        params = lib.pausetls_read_dh_params(checked_file(dhfile, "DH parameters"))
         if params == ffi.NULL:
             raise Error(f"cannot load DH parameters from {dhfile!s}", drain_error_queue())
         if lib.SSL_CTX_set0_tmp_dh_pkey(self._ctx, params) <= 0:  # takes ownership on success only
@@ -512,6 +515,49 @@ class Context:
 
     def set_session_cache_mode(self, mode: int) -> int:
         return int(lib.SSL_CTX_set_session_cache_mode(self._ctx, mode))
+
+    # -- key log (debugging) ---------------------------------------------
+    #
+    # Not a pausable hook: OpenSSL hands over each line as the secret is derived, and a
+    # handshake never waits on it (`pausetls.core._keylog`).
+
+    def set_keylog_callback(self, callback: KeyLogCallback | None) -> None:
+        """``callback(conn, line)`` with each NSS key log line (bytes, no newline), as pyOpenSSL.
+
+        It runs inside the handshake and must be quick (append to a list, a
+        queue, a file): it cannot pause (`pausetls.pause` raises
+        `PauseError`), and an exception it raises is logged once and never
+        fails the handshake.  The lines decrypt the connection: keep them
+        out of production logs.  None stops it (`keylog_filename` stays).
+        """
+        if callback is not None and not callable(callback):
+            raise TypeError("callback must be callable")
+        self.hooks.keylog.callback = callback
+        self._update_keylog()
+
+    @property
+    def keylog_filename(self) -> str | None:
+        """Append NSS key log lines to this file (stdlib ``SSLContext.keylog_filename``); None: stop.
+
+        The file is opened in append mode, created 0600, begins with CPython's
+        comment line, and gets one locked, flushed write per line.
+        """
+        keylog_file = self.hooks.keylog.file
+        return None if keylog_file is None else keylog_file.path
+
+    @keylog_filename.setter
+    def keylog_filename(self, path: str | os.PathLike[str] | None) -> None:
+        if path is not None:
+            checked_file(path, "key log file", must_exist=False)  # its directory, at least
+        opened = None if path is None else KeyLogFile(path)
+        previous, self.hooks.keylog.file = self.hooks.keylog.file, opened
+        if previous is not None:
+            previous.close()
+        self._update_keylog()
+
+    def _update_keylog(self) -> None:
+        callback = lib.pausetls_keylog_cb if self.hooks.keylog.active else ffi.NULL
+        lib.SSL_CTX_set_keylog_callback(self._ctx, callback)
 
     # -- application data ------------------------------------------------
 

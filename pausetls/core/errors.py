@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import errno
+import os
 
 from ._binding import ErrorEntry
 
@@ -26,6 +27,7 @@ __all__ = [
     "WantX509LookupError",
     "ZeroReturnError",
     "SysCallError",
+    "MissingFileError",
 ]
 
 
@@ -151,3 +153,20 @@ class ClosedError(Error, OSError):
     def __init__(self, message: str = "TLS socket is closed") -> None:
         super().__init__(message)
         self.errno = errno.EBADF
+
+
+class MissingFileError(Error, FileNotFoundError):
+    """A file pausetls was asked to read (certificate, key, CA file, key file) does not exist.
+
+    A `FileNotFoundError` (``errno`` ENOENT, ``filename`` the path) whose message is
+    "no such file: PATH", rather than OpenSSL's "system library: reason(2)".
+    """
+
+    def __init__(self, path: str, what: str = "") -> None:
+        super().__init__(f"no such file: {path}" + (f" (the {what})" if what else ""))
+        self.errno = errno.ENOENT
+        self.strerror = os.strerror(errno.ENOENT)
+        self.filename = path
+
+    def __str__(self) -> str:
+        return str(self.args[0])  # not OSError's "[Errno 2] ..." form

@@ -9,7 +9,9 @@ may do follows ``../shared/DESIGN.md``:
 * get (``SSL_CTX_sess_set_get_cb``): pausable.  Bounded by ``timeout``; any
   failure -- store down or slow, garbage, a blob that does not open, a session
   for another id or context -- is a *miss* (a full handshake), counted and
-  logged at debug level, never an error for the client.
+  logged at debug level, never an error for the client.  A failing store (an
+  error or a timeout, on lookups and writes) is also a warning, at most one
+  line per 10 s with a count of the failures since the last (`FailureLog`).
 * new (``SSL_CTX_sess_set_new_cb``): the DER is copied and written from
   another greenlet or thread (`Driver.defer` of the driver the cache is
   bound to); OpenSSL keeps its reference.  A store that never waits
@@ -31,6 +33,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core._job import current_job, pause
+from .failure_log import FailureLog
 from .sealing import SealError, SessionSealer, store_key
 from .stores._common import check_rebind
 
@@ -150,6 +153,7 @@ class SessionCache:
         self.stats = SessionCacheStats()
         self._pending_writes = 0
         self.driver: Driver | None = None  # what lookups wait through and deferred writes run on
+        self.failures = FailureLog(log, "session store")  # lookups and writes: one line per 10 s at most
 
     def bind(self, driver: Driver) -> None:
         """Serve connections of *driver* (a server binds its context's cache when it starts).
@@ -178,10 +182,12 @@ class SessionCache:
         except TimeoutError:
             self.stats.timeouts += 1
             log.debug("session store lookup timed out after %.3f s", self.timeout)
+            self.failures.failed(f"lookup timed out after {self.timeout:g} s")
             der = None
         except Exception as exc:  # noqa: BLE001 - a store failure is a miss, never a client error
             self.stats.store_errors += 1
             log.debug("session store lookup failed: %s: %s", type(exc).__name__, exc)
+            self.failures.failed(f"lookup: {type(exc).__name__}: {exc}")
             der = None
         finally:
             elapsed = time.monotonic() - started
@@ -247,4 +253,5 @@ class SessionCache:
             setattr(self.stats, counter, getattr(self.stats, counter) + 1)
         except Exception as exc:  # noqa: BLE001 - logged and counted; a lost write costs a full handshake
             self.stats.store_failures += 1
-            log.warning("session store write failed: %s: %s", type(exc).__name__, exc)
+            log.debug("session store write failed: %s: %s", type(exc).__name__, exc)
+            self.failures.failed(f"write: {type(exc).__name__}: {exc}")

@@ -47,6 +47,7 @@ OPTIONS = (
     "--session-id-context",
     "--workers",
     "--stop-timeout",
+    "--keylog",
 )
 
 
@@ -223,7 +224,7 @@ def test_unreadable_certificate_is_an_error(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 1
-    assert "pausetls: error: cannot load certificate chain" in result.stderr
+    assert f"pausetls: error: no such file: {missing} (the certificate chain)" in result.stderr
     assert "serving" not in result.stdout
 
 

@@ -150,3 +150,25 @@ def test_the_callback_timeout_cuts_a_pause_with_internal_error(
     since = watch.mark(server)
     assert "internal error" in str(client_error(server.server_port, stdlib_client_context(pki, cooperative=True)))
     assert "servername callback raised TimeoutError" in watch.one_failure(server, since, "callback_errors")
+
+
+def test_the_key_log_of_a_paused_handshake_equals_the_clients(
+    driver: str, start: Any, pki: PKI, server_cert: Issued, tls_version: int, tmp_path: Any
+) -> None:
+    """The key log hook (never pausable) runs inside handshakes that pause in another hook, under every driver."""
+    lines: list[bytes] = []
+    ctx = make_server_context(server_cert, tls_version)
+    ctx.set_alpn_select_callback(lambda conn, offered: later(driver, None))  # every handshake pauses here
+    ctx.set_keylog_callback(lambda conn, line: lines.append(line))
+    ctx.keylog_filename = str(tmp_path / "server.keys")
+    server = start(ctx)
+    client = stdlib_client_context(pki, version=tls_version, cooperative=True)
+    client.set_alpn_protocols(["http/1.1"])
+    client.keylog_filename = str(tmp_path / "client.keys")
+    assert ping(server.server_port, client) == b"ping"
+
+    def logged(name: str) -> list[str]:
+        return sorted(line for line in (tmp_path / name).read_text().splitlines() if not line.startswith("#"))
+
+    assert logged("server.keys") == logged("client.keys") == sorted(line.decode() for line in lines)
+    assert len(lines) == (1 if tls_version == pausetls.TLS1_2_VERSION else 5)

@@ -10,8 +10,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 try:
     from pymemcache.client.base import PooledClient
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("MemcachedStore needs pymemcache (pip install pymemcache)") from exc
+except ImportError as exc:  # the client library is an extra
+    raise ImportError(
+        "the memcached session store needs pymemcache: pip install 'pausetls[memcached]' "
+        "(or 'pausetls[stores]' for both stores)"
+    ) from exc
 
 from ._common import (
     Slots,

@@ -14,8 +14,10 @@ try:
     import redis.connection
     from redis.backoff import NoBackoff
     from redis.retry import Retry
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("RedisStore needs redis-py (pip install redis)") from exc
+except ImportError as exc:  # the client library is an extra
+    raise ImportError(
+        "the redis session store needs redis-py: pip install 'pausetls[redis]' (or 'pausetls[stores]' for both stores)"
+    ) from exc
 
 from ._common import (
     RedisCommands,
