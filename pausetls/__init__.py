@@ -19,6 +19,7 @@ from .core._binding import openssl_version
 from .core._job import Job, JobState, Paused, current_job, in_job, pause
 from .core._live import live_objects
 from .core.client_hello import ClientHello
+from .core.client_session_cache import ClientSessionCache
 from .core.constants import *  # noqa: F403 - pyOpenSSL-style module constants
 from .core.context import NO_OVERLAPPING_PROTOCOLS, Context
 from .core.errors import (
@@ -32,11 +33,17 @@ from .core.errors import (
     MissingFileError,
     PauseError,
     SessionStoreError,
+    SysCallError,
     TimeoutError,
     TLSError,
     TruncatedStreamError,
     VerificationError,
+    WantReadError,
+    WantWriteError,
+    WantX509LookupError,
+    ZeroReturnError,
 )
+from .core.session import Session
 from .core.tls_socket import TLSSocket
 
 if TYPE_CHECKING:
@@ -44,6 +51,7 @@ if TYPE_CHECKING:
     from .helpers.aia import AIAFetcher
     from .helpers.ondemand import OnDemandCertificates
     from .servers.client import client_context, connect
+    from .servers.connection import Connection
     from .servers.gevent import ServerStats, TLSServer, WSGIServer
     from .servers.threaded import ThreadedTLSServer
     from .servers.wsgi_handler import WSGIHandler
@@ -54,6 +62,7 @@ _LAZY = {
     "AIAFetcher": "helpers.aia",
     "client_context": "servers.client",
     "connect": "servers.client",
+    "Connection": "servers.connection",
     "GeventDriver": "drivers.gevent",
     "gevent_driver": "drivers.gevent",
     "OnDemandCertificates": "helpers.ondemand",
@@ -74,14 +83,13 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-Connection = TLSSocket  # pyOpenSSL's name for the per-connection object
-
 __version__ = "0.1.0"
 
 __all__ = [
     "AIAFetcher",
     "Alert",
     "ClientHello",
+    "ClientSessionCache",
     "CallbackError",
     "CancelledError",
     "ClosedError",
@@ -99,7 +107,9 @@ __all__ = [
     "PauseError",
     "Paused",
     "ServerStats",
+    "Session",
     "SessionStoreError",
+    "SysCallError",
     "TLSError",
     "TLSServer",
     "TLSSocket",
@@ -107,6 +117,10 @@ __all__ = [
     "TimeoutError",
     "TruncatedStreamError",
     "VerificationError",
+    "WantReadError",
+    "WantWriteError",
+    "WantX509LookupError",
+    "ZeroReturnError",
     "WSGIHandler",
     "WSGIServer",
     "client_context",

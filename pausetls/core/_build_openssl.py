@@ -68,6 +68,7 @@ static const uint64_t SSL_OP_NO_TICKET;
 static const uint64_t SSL_OP_NO_COMPRESSION;
 static const uint64_t SSL_OP_CIPHER_SERVER_PREFERENCE;
 static const uint64_t SSL_OP_NO_RENEGOTIATION;
+static const uint64_t SSL_OP_NO_SSLv3;
 static const uint64_t SSL_OP_NO_TLSv1;
 static const uint64_t SSL_OP_NO_TLSv1_1;
 static const uint64_t SSL_OP_NO_TLSv1_2;
@@ -246,6 +247,9 @@ SSL_SESSION *d2i_SSL_SESSION(SSL_SESSION **, const unsigned char **, long);
 int i2d_SSL_SESSION(SSL_SESSION *, unsigned char **);
 const unsigned char *SSL_SESSION_get_id(const SSL_SESSION *, unsigned int *);
 size_t SSL_SESSION_get_master_key(const SSL_SESSION *, unsigned char *, size_t);
+int SSL_SESSION_has_ticket(const SSL_SESSION *);
+int SSL_SESSION_get_protocol_version(const SSL_SESSION *);
+long SSL_SESSION_get_time(const SSL_SESSION *);
 
 X509 *X509_STORE_CTX_get_current_cert(const X509_STORE_CTX *);
 X509_STORE *SSL_CTX_get_cert_store(const SSL_CTX *);

@@ -20,6 +20,7 @@ from ._session_binding import refusal_alert, requested_server_name, same_server_
 from .client_hello import read_client_hello
 from .context import NO_OVERLAPPING_PROTOCOLS, context_of
 from .errors import Alert
+from .session import Session, session_der
 from .tls_socket import TLSSocket, connection_of
 
 log = logging.getLogger("pausetls")
@@ -137,13 +138,6 @@ def pausetls_alpn_select_cb(ssl: Any, out: Any, outlen: Any, inp: Any, inlen: in
     return _ALPN_OK
 
 
-def _session_der(session: Any) -> bytes:
-    length = lib.i2d_SSL_SESSION(session, ffi.NULL)
-    buf = ffi.new("unsigned char[]", length)
-    lib.i2d_SSL_SESSION(session, ffi.new("unsigned char **", buf))
-    return bytes(ffi.buffer(buf, length))
-
-
 def _session_ids(session: Any) -> tuple[bytes, bytes]:
     """(session id context, session id) of an ``SSL_SESSION``."""
     length = ffi.new("unsigned int *")
@@ -193,14 +187,26 @@ def pausetls_session_get_cb(ssl: Any, data: Any, length: int, copy: Any) -> Any:
 
 @ffi.def_extern(onerror=_report)
 def pausetls_session_new_cb(ssl: Any, session: Any) -> int:
-    """``new_session_cb``: copy the session out and store it later; 0 = OpenSSL keeps its reference."""
+    """``new_session_cb``: a server copies the session out and stores it later (0: OpenSSL keeps its
+    reference); a client with a `ClientSessionCache` keeps the session itself (1: the reference is ours)."""
     conn = connection_of(ssl)
+    if conn is not None and not conn.server_side:
+        return _keep_client_session(conn, session)
     cache = None if conn is None else conn.session_context.session_cache
     if conn is not None and cache is not None:
         sid_ctx, session_id = _session_ids(session)
         ttl = int(lib.SSL_SESSION_get_timeout(session))
-        cache.save_later(conn.driver, sid_ctx, session_id, _session_der(session), ttl)
+        cache.save_later(conn.driver, sid_ctx, session_id, session_der(session), ttl)
     return 0
+
+
+def _keep_client_session(conn: TLSSocket, session: Any) -> int:
+    cache = conn.get_context().client_session_cache
+    key = conn.session_key()
+    if cache is None or key is None:
+        return 0
+    cache.add(key, Session(session))  # the Session frees the reference OpenSSL handed over
+    return 1
 
 
 @ffi.def_extern(onerror=_report)

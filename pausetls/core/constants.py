@@ -25,6 +25,8 @@ __all__ = [
     "OP_NO_COMPRESSION",
     "OP_CIPHER_SERVER_PREFERENCE",
     "OP_NO_RENEGOTIATION",
+    "OP_NO_SSLv2",
+    "OP_NO_SSLv3",
     "OP_NO_TLSv1",
     "OP_NO_TLSv1_1",
     "OP_NO_TLSv1_2",
@@ -74,6 +76,8 @@ OP_NO_TICKET: int = lib.SSL_OP_NO_TICKET
 OP_NO_COMPRESSION: int = lib.SSL_OP_NO_COMPRESSION
 OP_CIPHER_SERVER_PREFERENCE: int = lib.SSL_OP_CIPHER_SERVER_PREFERENCE
 OP_NO_RENEGOTIATION: int = lib.SSL_OP_NO_RENEGOTIATION
+OP_NO_SSLv2 = 0  # OpenSSL >= 1.1 has no SSLv2 at all: pyOpenSSL's value, for ported code
+OP_NO_SSLv3: int = lib.SSL_OP_NO_SSLv3
 OP_NO_TLSv1: int = lib.SSL_OP_NO_TLSv1
 OP_NO_TLSv1_1: int = lib.SSL_OP_NO_TLSv1_1
 OP_NO_TLSv1_2: int = lib.SSL_OP_NO_TLSv1_2

@@ -18,6 +18,7 @@ from ._hooks import ContextHooks
 from ._keylog import KeyLogCallback, KeyLogFile
 from ._session_binding import policy_session_id
 from ._x509_names import NameLike, names_of_stack, new_name_stack
+from .client_session_cache import ClientSessionCache
 from .constants import FILETYPE_PEM, TLS_CLIENT_METHOD, TLS_METHOD, TLS_SERVER_METHOD
 from .errors import Error
 from .tls_defaults import apply_defaults
@@ -113,6 +114,7 @@ class Context:
         apply_defaults(self._ctx, method)
         self._client_ca_list_chosen = False
         self.session_cache: SessionCache | None = None
+        self.client_session_cache: ClientSessionCache | None = None
         self._session_id = b""
         self._session_id_chosen = False
         self._lazy_trust_sources: list[bytes] = []  # capath directories: their certificates load on demand
@@ -483,6 +485,25 @@ class Context:
         lib.SSL_CTX_sess_set_get_cb(self._ctx, lib.pausetls_session_get_cb)
         lib.SSL_CTX_sess_set_new_cb(self._ctx, lib.pausetls_session_new_cb)
         lib.SSL_CTX_sess_set_remove_cb(self._ctx, lib.pausetls_session_remove_cb)
+        return cache
+
+    def set_client_session_cache(self, max_entries: int = 1024, *, tickets_per_key: int = 4) -> ClientSessionCache:
+        """Client: keep the sessions servers give and offer them again on the next connection to the
+        same (host, port, server_hostname) (`ClientSessionCache`).
+
+        TLS 1.2 sessions (ids and tickets) are offered until replaced or
+        expired; TLS 1.3 tickets, which arrive after the handshake, inside a
+        read, are offered once each.  A session given with
+        ``connect(..., session=)`` or `TLSSocket.set_session` wins over the
+        cache.  At most *max_entries* keys (least recently used dropped) and
+        *tickets_per_key* TLS 1.3 tickets per key.
+        """
+        if self.session_cache is not None:
+            raise ValueError("this context has a server session cache (set_session_cache): use another for clients")
+        cache = ClientSessionCache(max_entries, tickets_per_key)
+        self.client_session_cache = cache
+        lib.SSL_CTX_set_session_cache_mode(self._ctx, lib.SSL_SESS_CACHE_CLIENT | lib.SSL_SESS_CACHE_NO_INTERNAL_STORE)
+        lib.SSL_CTX_sess_set_new_cb(self._ctx, lib.pausetls_session_new_cb)
         return cache
 
     def set_timeout(self, timeout: int) -> int:

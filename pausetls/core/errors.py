@@ -22,6 +22,11 @@ __all__ = [
     "ClosedError",
     "Alert",
     "SessionStoreError",
+    "WantReadError",
+    "WantWriteError",
+    "WantX509LookupError",
+    "ZeroReturnError",
+    "SysCallError",
     "MissingFileError",
 ]
 
@@ -61,6 +66,29 @@ class VerificationError(HandshakeError):
 
 class TruncatedStreamError(TLSError, ConnectionError):
     """The peer closed the TCP connection without a TLS close_notify."""
+
+
+SysCallError = TruncatedStreamError
+"""pyOpenSSL's name for a connection that ended under TLS (``SSL_ERROR_SYSCALL``)."""
+
+
+class WantReadError(Error, BlockingIOError):
+    """Non-blocking socket: OpenSSL must read from the socket before this call can go on; retry it
+    once ``select`` reports the socket readable (pyOpenSSL's name, and a `BlockingIOError`)."""
+
+
+class WantWriteError(Error, BlockingIOError):
+    """Non-blocking socket: retry the call once the socket is writable (pyOpenSSL's name)."""
+
+
+class WantX509LookupError(Error):
+    """pyOpenSSL's name for a certificate callback's retry; pausetls pauses the callback instead, so
+    it is never raised (kept so ported ``except`` clauses still run)."""
+
+
+class ZeroReturnError(Error):
+    """The peer closed the TLS connection with close_notify (pyOpenSSL `Connection` reads raise it;
+    `TLSSocket` reads return ``b""``)."""
 
 
 class CallbackError(Error):

@@ -51,6 +51,8 @@ from .errors import (
     TLSError,
     TruncatedStreamError,
     VerificationError,
+    WantReadError,
+    WantWriteError,
 )
 from .session import Session
 
@@ -134,6 +136,13 @@ class TLSSocket:
         self._handle = ffi.new_handle(self)
         self.handshake_done = False
         self.requested_server_name: str | None = None  # server: SNI of the ClientHello being processed
+        # client: the (host, port) dialled, which keys the context's client session cache (else the peer's address)
+        self.peer_address: tuple[str, int] | None = None
+        self._session_chosen = False  # set_session was called: the cache offers nothing
+        self._session_offered: Session | None = None  # what the cache offered to this handshake
+        self._session_cache_consulted = False
+        self._closed_session: Session | None = None  # a client's session, kept past close()
+        self._closed_session_reused = False
 
         sock.setblocking(False)
         lib.ERR_clear_error()
@@ -205,10 +214,18 @@ class TLSSocket:
         return result
 
     def _retry(self, fn: Callable[..., int], *args: Any) -> _Outcome:
-        """Call until OpenSSL stops asking for socket readiness; honours the socket timeout."""
+        """Call until OpenSSL stops asking for socket readiness; honours the socket timeout.
+
+        A non-blocking socket (timeout 0) never waits: it raises `WantReadError` or
+        `WantWriteError` (pyOpenSSL's answer; the caller retries when ``select`` says so).
+        """
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
         while True:
             outcome = self._call(fn, *args)
+            if self._timeout == 0 and outcome.error in (_WANT_READ, _WANT_WRITE):
+                if outcome.error == _WANT_READ:
+                    raise WantReadError("the TLS connection needs to read from the socket first")
+                raise WantWriteError("the TLS connection needs to write to the socket first")
             if outcome.error == _WANT_READ:
                 self._io.wait_readable(_remaining(deadline))
             elif outcome.error == _WANT_WRITE:
@@ -240,10 +257,38 @@ class TLSSocket:
 
     def do_handshake(self) -> None:
         """Run (or finish) the handshake; callbacks inside may pause."""
+        if not (self._session_cache_consulted or self.server_side):
+            self._offer_cached_session()
         outcome = self._retry(lib.SSL_do_handshake)
         if outcome.error != _OK:
             raise self._failure(outcome, "handshake failed")
         self.handshake_done = True
+        cache = self._context.client_session_cache
+        if self._session_offered is not None and cache is not None:
+            cache.record_outcome(self.session_reused)
+            self._session_offered = None
+
+    def _offer_cached_session(self) -> None:
+        """Client, once, before its first handshake: offer a session from the context's client cache."""
+        self._session_cache_consulted = True
+        cache = self._context.client_session_cache
+        key = None if cache is None or self._session_chosen else self.session_key()
+        session = None if cache is None or key is None else cache.take(key)
+        if session is not None:
+            self.set_session(session)
+            self._session_offered = session
+
+    def session_key(self) -> tuple[str, int, str | None] | None:
+        """Client: (host, port, server_hostname), where this connection's sessions may be offered again."""
+        if self.server_side:
+            return None
+        address = self.peer_address
+        if address is None:
+            try:
+                address = self._raw_sock.getpeername()
+            except (AttributeError, OSError):
+                return None  # not connected: nothing to key
+        return (str(address[0]), int(address[1]), self.server_hostname)
 
     def _ensure_handshake(self) -> None:
         if not self.handshake_done:
@@ -288,10 +333,14 @@ class TLSSocket:
         if outcome.error == _OK:
             return int(self._nread[0])
         if outcome.error == _ZERO_RETURN:
-            return 0
+            return self._end_of_stream()
         if outcome.is_unexpected_eof() and self.suppress_ragged_eofs:
             return 0
         raise self._failure(outcome, "read failed")
+
+    def _end_of_stream(self) -> int:
+        """The peer's close_notify: a read of 0 bytes (`ssl.SSLSocket`'s answer)."""
+        return 0
 
     def recv(self, bufsize: int = 1024, flags: int = 0) -> bytes:
         """Up to *bufsize* bytes; b"" at end of stream."""
@@ -424,18 +473,39 @@ class TLSSocket:
         return b"" if protocol is None else protocol.encode("ascii")
 
     def get_session(self) -> Session | None:
-        """The session to offer on a later connection (`set_session`); None before a handshake."""
-        ptr = lib.SSL_get1_session(self._live_ssl())
+        """The session to offer on a later connection (`set_session`); None before a handshake.
+
+        Under TLS 1.3 the server's tickets arrive after the handshake: read
+        before asking (the session of a connection that read nothing yet
+        cannot resume)."""
+        if self._ssl is None:
+            return self._closed_session
+        ptr = lib.SSL_get1_session(self._ssl)
         return None if ptr == ffi.NULL else Session(ptr)
 
     def set_session(self, session: Session) -> None:
-        """Client, before the handshake: offer *session* for resumption."""
+        """Client, before the handshake: offer *session* for resumption (instead of the cache's)."""
+        if not isinstance(session, Session):
+            raise TypeError(f"session must be a pausetls.Session, not {type(session).__name__}")
         if not lib.SSL_set_session(self._live_ssl(), session._session):
             raise Error("cannot set session", drain_error_queue())
+        self._session_chosen = True
+
+    @property
+    def session(self) -> Session | None:
+        """`ssl.SSLSocket`'s name for `get_session`; assign a `Session` before the handshake to offer it."""
+        return self.get_session()
+
+    @session.setter
+    def session(self, session: Session) -> None:
+        self.set_session(session)
 
     @property
     def session_reused(self) -> bool:
-        return self._ssl is not None and bool(lib.SSL_session_reused(self._ssl))
+        """Did this handshake resume a session?  (Still answered after close.)"""
+        if self._ssl is None:
+            return self._closed_session_reused
+        return bool(lib.SSL_session_reused(self._ssl))
 
     def master_key(self) -> bytes | None:
         """The session's master secret (TLS 1.3: resumption master secret); pyOpenSSL's name."""
@@ -571,11 +641,25 @@ class TLSSocket:
             raise ClosedError()
         return self._ssl
 
-    def shutdown(self, how: int) -> None:
-        """Send close_notify when the write side closes, then shut the socket down."""
+    @overload
+    def shutdown(self) -> bool: ...
+
+    @overload
+    def shutdown(self, how: int) -> None: ...
+
+    def shutdown(self, how: int | None = None) -> bool | None:
+        """``shutdown(how)``: send close_notify when the write side closes, then shut the socket down
+        (`ssl.SSLSocket`).  ``shutdown()``: send close_notify and return whether the peer's came
+        already (pyOpenSSL); the socket stays open."""
+        if how is None:
+            outcome = self._retry(lib.SSL_shutdown)
+            if outcome.ret < 0:
+                raise self._failure(outcome, "shutdown failed")
+            return outcome.ret == 1
         if how in (_socket.SHUT_WR, _socket.SHUT_RDWR):
             self._send_close_notify()
         self._raw_sock.shutdown(how)
+        return None
 
     def unwrap(self) -> Any:
         """Exchange close_notify with the peer and return the plain socket."""
@@ -654,6 +738,10 @@ class TLSSocket:
         self._closed = True
 
     def _free_ssl(self) -> None:
+        if self.handshake_done:
+            self._closed_session_reused = self.session_reused
+            if not self.server_side:
+                self._closed_session = self.get_session()  # a client may still ask for it after close()
         ptr, self._ssl = self._ssl, None
         ffi.release(ptr)
 

@@ -402,6 +402,7 @@ async def open_connection(
     except BaseException:
         sock.close()
         raise
+    tls.peer_address = (host, port)  # the client session cache's key, as the caller named it
     conn = AsyncTLSConnection(tls)
     try:
         if session is not None:

@@ -8,6 +8,7 @@ from gevent import socket as gsocket
 
 from ..core.constants import TLS1_2_VERSION, TLS_CLIENT_METHOD, VERIFY_PEER
 from ..core.context import Context
+from ..core.session import Session
 from ..core.tls_socket import TLSSocket
 from ..drivers.gevent import gevent_driver
 from ._tcp import set_nodelay
@@ -36,6 +37,7 @@ def connect(
     source_address: Any = None,
     suppress_ragged_eofs: bool = True,
     tcp_nodelay: bool = True,
+    session: Session | None = None,
 ) -> TLSSocket:
     """Open a TCP connection to *address* and complete a TLS handshake.
 
@@ -44,6 +46,10 @@ def connect(
     the default is `client_context()` (verification against the system CAs),
     and *server_hostname* defaults to the host of *address*.  ``TCP_NODELAY`` is on unless
     *tcp_nodelay* is False (with Nagle's algorithm, a small request may wait for the peer's ACK).
+
+    *session* (a previous connection's ``tls.session``) is offered for resumption; without it, a
+    context with `Context.set_client_session_cache` offers the one it holds for
+    (host, port, server_hostname).  ``tls.session_reused`` tells whether the server took it.
     """
     if context is None:
         context = client_context()
@@ -64,6 +70,9 @@ def connect(
         sock.close()
         raise
     try:
+        tls.peer_address = (address[0], address[1])  # the client session cache's key, as the caller named it
+        if session is not None:
+            tls.set_session(session)
         tls.do_handshake()
     except BaseException:
         tls.close()

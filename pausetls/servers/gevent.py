@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,7 @@ from ..core.tls_socket import TLSSocket
 from ..drivers.gevent import gevent_driver
 from ._accept_pause import RETRY_INTERVAL, AcceptPause
 from ._server_stats import ServerStats, is_peer_failure, peer
+from ._ssl_args import TLSOptions, server_context
 from ._tcp import set_nodelay
 from .wsgi_handler import WSGIHandler
 
@@ -72,16 +74,20 @@ class TLSServer(StreamServer):  # type: ignore[misc]
         overload: str = "backlog",
         backlog: int | None = None,
         spawn: Any = "default",
+        ssl_context: Context | None = None,
+        **ssl_args: Any,
     ) -> None:
-        if context is None:
-            raise TypeError("TLSServer needs a server Context (with a certificate and key)")
+        """*context* (or gevent's name, *ssl_context*) is a server `Context`; or gevent's ``ssl_args``
+        (``certfile``, ``keyfile``, ``ca_certs``, ``cert_reqs``, ``ciphers``, ``server_side``,
+        ``do_handshake_on_connect``, ``suppress_ragged_eofs``) build one, as ``StreamServer`` does."""
+        tls = server_context("TLSServer", context, ssl_context, ssl_args)
         # a pool by default, so stop() can find and end every connection greenlet
         super().__init__(listener, handle=handle, backlog=backlog, spawn=Pool() if spawn == "default" else spawn)
-        self._init_tls(context, handshake_timeout, max_handshakes, max_paused, overload)
+        self._init_tls(tls, handshake_timeout, max_handshakes, max_paused, overload)
 
     def _init_tls(
         self,
-        context: Context,
+        tls: tuple[Context, TLSOptions],
         handshake_timeout: float | None,
         max_handshakes: int | None = None,
         max_paused: int | None = None,
@@ -89,6 +95,7 @@ class TLSServer(StreamServer):  # type: ignore[misc]
     ) -> None:
         if overload not in ("backlog", "refuse"):
             raise ValueError('overload is "backlog" or "refuse"')
+        context, self.tls_options = tls
         if context.session_cache is not None:
             context.session_cache.bind(gevent_driver)  # its deferred writes run on this hub
         self.context = context
@@ -178,10 +185,18 @@ class TLSServer(StreamServer):  # type: ignore[misc]
         self.stats.accepted += 1
         if self._refused(sock, address):
             return None
-        tls = TLSSocket(self.context, sock, server_side=True, driver=gevent_driver, callback_count=self._callbacks)
+        tls = TLSSocket(
+            self.context,
+            sock,
+            server_side=True,
+            driver=gevent_driver,
+            callback_count=self._callbacks,
+            suppress_ragged_eofs=self.tls_options.suppress_ragged_eofs,
+        )
         tls.set_linger(self.linger_timeout, self.linger_bytes)
         try:
-            if not self._handshake(tls, address):
+            # do_handshake_on_connect=False (gevent's ssl_args): the handler's first read or write shakes hands
+            if self.tls_options.do_handshake_on_connect and not self._handshake(tls, address):
                 return None
             return self.handle(tls, address)
         except Exception as exc:
@@ -233,8 +248,12 @@ class TLSServer(StreamServer):  # type: ignore[misc]
         super().stop(timeout)
 
 
+_PYWSGI_ARGS = frozenset(inspect.signature(_PyWSGIServer.__init__).parameters) - {"self", "ssl_args"}
+
+
 class WSGIServer(TLSServer, _PyWSGIServer):  # type: ignore[misc]
-    """``gevent.pywsgi.WSGIServer`` over pausetls: ``WSGIServer(listener, app, context=ctx)``."""
+    """``gevent.pywsgi.WSGIServer`` over pausetls: ``WSGIServer(listener, app, context=ctx)``, or with
+    gevent's ``ssl_context=``/``certfile=``/``keyfile=``... as `TLSServer` takes them."""
 
     handler_class = WSGIHandler  # once stop() begins, keep-alive requests get Connection: close
 
@@ -245,11 +264,13 @@ class WSGIServer(TLSServer, _PyWSGIServer):  # type: ignore[misc]
         context: Context | None = None,
         *,
         handshake_timeout: float | None = 30.0,
+        ssl_context: Context | None = None,
         **pywsgi_kwargs: Any,
     ) -> None:
-        if context is None:
-            raise TypeError("WSGIServer needs a server Context (with a certificate and key)")
+        # what pywsgi does not name is gevent's ssl_args (pywsgi would hand those to StreamServer)
+        ssl_args = {name: pywsgi_kwargs.pop(name) for name in set(pywsgi_kwargs) - _PYWSGI_ARGS}
+        tls = server_context("WSGIServer", context, ssl_context, ssl_args)
         pywsgi_kwargs.setdefault("spawn", Pool())
         _PyWSGIServer.__init__(self, listener, application, **pywsgi_kwargs)
-        self._init_tls(context, handshake_timeout)
+        self._init_tls(tls, handshake_timeout)
         self.environ["wsgi.url_scheme"] = "https"

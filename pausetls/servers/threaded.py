@@ -30,6 +30,7 @@ from ..core.tls_socket import TLSSocket
 from ..drivers.threads import thread_driver
 from ._accept_pause import RETRY_INTERVAL, AcceptPause
 from ._server_stats import ServerStats, is_peer_failure, peer
+from ._ssl_args import server_context
 from ._tcp import set_nodelay
 
 __all__ = ["ThreadedTLSServer"]
@@ -72,9 +73,11 @@ class ThreadedTLSServer:
         handshake_timeout: float | None = 30.0,
         pool_size: int | None = None,
         backlog: int | None = None,
+        ssl_context: Context | None = None,
+        **ssl_args: Any,
     ) -> None:
-        if context is None:
-            raise TypeError("ThreadedTLSServer needs a server Context (with a certificate and key)")
+        """*context*/*ssl_context*/``ssl_args`` as `TLSServer` takes them (gevent's signature)."""
+        context, self.tls_options = server_context("ThreadedTLSServer", context, ssl_context, ssl_args)
         if pool_size is not None and (isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1):
             raise ValueError(f"pool_size must be None (a thread per connection) or an int >= 1, not {pool_size!r}")
         if context.session_cache is not None:
@@ -283,7 +286,13 @@ class ThreadedTLSServer:
 
     def _serve_tls(self, sock: socket.socket, address: Any) -> None:
         try:
-            tls = TLSSocket(self.context, sock, server_side=True, driver=thread_driver)
+            tls = TLSSocket(
+                self.context,
+                sock,
+                server_side=True,
+                driver=thread_driver,
+                suppress_ragged_eofs=self.tls_options.suppress_ragged_eofs,
+            )
         except Exception as exc:  # noqa: BLE001 - e.g. out of memory for an SSL object: this connection only
             self.stats.record_exception(address, exc)
             self._release(sock)
@@ -291,7 +300,8 @@ class ThreadedTLSServer:
             return
         tls.set_linger(self.linger_timeout, self.linger_bytes)
         try:
-            if self._handshake(tls, sock, address):
+            # do_handshake_on_connect=False (gevent's ssl_args): the handler's first read or write shakes hands
+            if not self.tls_options.do_handshake_on_connect or self._handshake(tls, sock, address):
                 self._handler(tls, address)
         except ClosedError:
             if not self._stopping.is_set():  # else stop() woke it: what GreenletExit is on gevent
