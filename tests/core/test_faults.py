@@ -134,6 +134,7 @@ def test_a_faulty_callback_fails_its_handshake_closed_and_names_itself(
     assert re.search(f"{name} callback raised {FAULTS[fault][1]}", line), line
 
     armed[0] = False  # the same hook, behaving: the server was not wedged
+    ctx.set_callback_timeout(GENEROUS)  # its pause must not race the fault's short limit on a loaded machine
     healthy = s_client(peers, openssl, pki, client_cert, server.server_port)
     healthy.write(b"ping\n")
     healthy.wait_output(b"ping\n")
@@ -171,21 +172,23 @@ def test_a_faulty_session_get_callback_gives_a_full_handshake(
         return later(driver)  # a write that pauses too, outside the handshake
 
     ctx = make_server_context(server_cert, tls_version)
-    cache = ctx.set_session_callbacks(get=get, new=new, timeout=CALLBACK_TIMEOUT)
+    # short only while the fault is armed: a healthy pause must not race it on a loaded machine
+    cache = ctx.set_session_callbacks(get=get, new=new, timeout=GENEROUS)
     server = start(ctx)
     client = stdlib_client_context(pki, version=tls_version, cooperative=True)
     session, _, _ = connect_once(server.server_port, client)
-    assert wait_until(lambda: bool(saved))
+    assert wait_until(lambda: cache.stats.stored == 1)  # the pausing new was waited for
     armed[0] = True
+    cache.timeout = CALLBACK_TIMEOUT
     before = getattr(cache.stats, counter)
     started = time.monotonic()
     assert connect_once(server.server_port, client, session)[1:] == (False, b"x")  # a full handshake
     assert time.monotonic() - started < GENEROUS  # at the lookup's timeout, not when the hang would end
     assert getattr(cache.stats, counter) == before + 1
     armed[0] = False
+    cache.timeout = GENEROUS
     assert connect_once(server.server_port, client, session)[1:] == (True, b"x")  # the cache works again
     assert server.stats.handshakes_failed == 0 and watch.lines() == []
-    assert cache.stats.stored >= 1 and cache.stats.store_failures == 0  # the pausing new was waited for
 
 
 # -- pausing where OpenSSL may hold a lock ------------------------------------------
