@@ -300,8 +300,11 @@ class ThreadedTLSServer:
             return
         tls.set_linger(self.linger_timeout, self.linger_bytes)
         try:
-            # do_handshake_on_connect=False (gevent's ssl_args): the handler's first read or write shakes hands
-            if not self.tls_options.do_handshake_on_connect or self._handshake(tls, sock, address):
+            if not self.tls_options.do_handshake_on_connect:
+                # gevent's ssl_args: the handler's first read or write shakes hands; stop() treats it as established
+                self._mark_established(sock, tls)
+                self._handler(tls, address)
+            elif self._handshake(tls, sock, address):
                 self._handler(tls, address)
         except ClosedError:
             if not self._stopping.is_set():  # else stop() woke it: what GreenletExit is on gevent
@@ -334,11 +337,15 @@ class ThreadedTLSServer:
         finally:
             self.stats.add("handshaking", -1)
         tls.settimeout(None)
+        self._mark_established(sock, tls)
+        self.stats.record_completed(tls.session_reused)
+        return True
+
+    def _mark_established(self, sock: socket.socket, tls: TLSSocket) -> None:
+        """From now on `stop` gives this connection its timeout and wakes its waits (not a cut)."""
         with self._lock:
             if sock in self._connections:
                 self._connections[sock] = tls
-        self.stats.record_completed(tls.session_reused)
-        return True
 
     def _release(self, sock: socket.socket) -> None:
         """Forget *sock* before it is closed, so `stop` never shuts down a reused descriptor."""

@@ -188,8 +188,9 @@ def test_suppress_ragged_eofs_reaches_the_handler(
     assert outcome == [b"" if suppress else pausetls.TruncatedStreamError]
 
 
+@pytest.mark.parametrize("server_class", [pausetls.TLSServer, pausetls.ThreadedTLSServer], ids=["gevent", "threads"])
 def test_do_handshake_on_connect_false_hands_over_before_the_handshake(
-    start_server: Callable[..., Any], pki: PKI, server_cert: Issued
+    start_server: Callable[..., Any], pki: PKI, server_cert: Issued, server_class: type[Any]
 ) -> None:
     states: list[bool] = []
 
@@ -200,6 +201,8 @@ def test_do_handshake_on_connect_false_hands_over_before_the_handshake(
         tls.sendall(data)
 
     certfile, keyfile = str(server_cert.chain_path), str(server_cert.key_path)
-    server = start_server(None, handle, certfile=certfile, keyfile=keyfile, do_handshake_on_connect=False)
+    server = start_server(
+        None, handle, server_class=server_class, certfile=certfile, keyfile=keyfile, do_handshake_on_connect=False
+    )
     assert run_in_thread(partial(exchange, pki, server.server_port))[1] == b"ping\n"
     assert states == [False, True]
