@@ -25,6 +25,7 @@ from ..core.tls_socket import TLSSocket
 __all__ = ["WSGIHandler", "CONNECTION_KEY"]
 
 CONNECTION_KEY = "pausetls.connection"
+RECORD_PAYLOAD = 16384  # the most plaintext one TLS record carries (2**14, RFC 8446 5.1)
 
 
 class WSGIHandler(pywsgi.WSGIHandler):  # type: ignore[misc]
@@ -47,7 +48,8 @@ class WSGIHandler(pywsgi.WSGIHandler):  # type: ignore[misc]
         return environ
 
     def _write_with_headers(self, data: Any) -> None:
-        """pywsgi's head and first write, framed by pywsgi, sent with one ``sendall``: one TLS record.
+        """pywsgi's head and first write (framed by pywsgi) in one TLS record: the head with as much of
+        the body as fills the record; the rest of a large body follows without being copied.
 
         Later writes go out as they come, so a streamed (chunked) response still flows chunk by chunk.
         """
@@ -57,7 +59,12 @@ class WSGIHandler(pywsgi.WSGIHandler):  # type: ignore[misc]
             super()._write_with_headers(data)
         finally:
             del self._sendall  # the class's own again
-        self._sendall(b"".join(parts))
+        head, *rest = parts  # pywsgi's head, then the framed body (none for an empty write)
+        body = memoryview(rest[0] if len(rest) == 1 else b"".join(rest))
+        fill = max(0, RECORD_PAYLOAD - len(head))
+        self._sendall(head + body[:fill])
+        if len(body) > fill:
+            self._sendall(body[fill:])
 
     def handle_one_request(self) -> Any:
         result = super().handle_one_request()

@@ -115,6 +115,23 @@ def test_head_and_body_in_one_record(serve: Callable[..., RecordClient], tls_ver
     assert first.endswith(b"\r\n\r\n" + body)  # the whole response: head and body in one record
 
 
+def test_a_large_body_fills_the_head_s_record_and_follows_whole(serve: Callable[..., RecordClient]) -> None:
+    body = bytes(range(256)) * 400  # 100 KiB: more than a record
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    client = serve(app)
+    client.request(get("/large"))
+    records = client.data_records()
+    response = next(records)
+    assert len(response) == 16384 and response.startswith(b"HTTP/1.1 200 OK\r\n")  # the head and the body's start
+    while len(response.split(b"\r\n\r\n", 1)[1]) < len(body):
+        response += next(records)
+    assert response.split(b"\r\n\r\n", 1)[1] == body
+
+
 def test_a_streamed_response_still_flows_chunk_by_chunk(serve: Callable[..., RecordClient]) -> None:
     """The second chunk is produced only after the client has received the first one."""
     first_received = Event()
