@@ -9,8 +9,8 @@ As with mod_ssl, the client variables are absent without a client certificate, a
 ``SSL_TLS_SNI`` without SNI.
 
 They are computed once per connection: `mod_ssl_environ` keeps them with the `TLSSocket` until
-the connection's session changes (a TLS 1.2 renegotiation or a TLS 1.3 post-handshake
-authentication gives the connection a new ``SSL_SESSION`` holding the new client certificate).
+the connection's session or client certificate changes (a TLS 1.2 renegotiation makes a new
+``SSL_SESSION``; a TLS 1.3 post-handshake authentication puts a certificate in the same one).
 """
 
 from __future__ import annotations
@@ -29,22 +29,30 @@ from .tls_socket import TLSSocket
 
 __all__ = ["mod_ssl_environ", "serial_hex"]
 
-# connection -> (the SSL_SESSION the values were read from, the values)
-_computed: weakref.WeakKeyDictionary[TLSSocket, tuple[int, Mapping[str, str]]] = weakref.WeakKeyDictionary()
+# connection -> (the session and client certificate the values were read from: `_state_key`, the values)
+_computed: weakref.WeakKeyDictionary[TLSSocket, tuple[tuple[int, int], Mapping[str, str]]] = weakref.WeakKeyDictionary()
 
 
 def mod_ssl_environ(tls: TLSSocket) -> Mapping[str, str]:
     """mod_ssl's variables for an established connection (read-only; the same object per session)."""
     ssl = tls._live_ssl()
-    # A new session is allocated while the old one is still held (ssl_session_dup), so a changed
-    # session always has a new address: the address is a safe key.
-    session_key = int(ffi.cast("uintptr_t", lib.SSL_get_session(ssl)))
+    key = _state_key(ssl)
     cached = _computed.get(tls)
-    if cached is not None and cached[0] == session_key:
+    if cached is not None and cached[0] == key:
         return cached[1]
     values = MappingProxyType(_compute(tls, ssl))
-    _computed[tls] = (session_key, values)
+    _computed[tls] = (key, values)
     return values
+
+
+def _state_key(ssl: Any) -> tuple[int, int]:
+    """The addresses of the connection's session and peer certificate.  A renegotiation makes a new
+    session, and TLS 1.3 post-handshake authentication a new certificate in the same session; each new
+    one is allocated while the old one is still held, so a change always shows as a new address."""
+    peer = lib.SSL_get1_peer_certificate(ssl)
+    if peer != ffi.NULL:
+        lib.X509_free(peer)  # only its address is kept: the session still holds it
+    return int(ffi.cast("uintptr_t", lib.SSL_get_session(ssl))), int(ffi.cast("uintptr_t", peer))
 
 
 def _compute(tls: TLSSocket, ssl: Any) -> dict[str, str]:

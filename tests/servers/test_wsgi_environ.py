@@ -7,18 +7,21 @@ the formats mod_ssl uses, not from pausetls.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import gevent
 import gevent.subprocess
 import pytest
 
 import pausetls
 from pausetls.core.mod_ssl_environ import mod_ssl_environ, serial_hex
 
-from conftest import make_server_context
+from conftest import make_server_context, stdlib_client_context
 from curl import client_cert_args, curl_argv, json_bodies, tls_version_args
+from gates import GENEROUS
 from pki import PKI, Issued
 
 StartResponse = Callable[..., Any]
@@ -135,3 +138,46 @@ def test_an_untrusted_certificate_reads_failed_not_success(
 )
 def test_serial_as_mod_ssl_prints_it(serial: int, expected: str) -> None:
     assert serial_hex(serial) == expected
+
+
+@pytest.mark.parametrize(
+    "version",
+    [
+        pytest.param(pausetls.TLS1_2_VERSION, id="renegotiation"),
+        pytest.param(pausetls.TLS1_3_VERSION, id="post-handshake-auth"),
+    ],
+)
+def test_a_certificate_requested_later_shows_in_the_variables(
+    start_server: Callable[..., Any], pki: PKI, server_cert: Issued, client_cert: Issued, version: int
+) -> None:
+    """Kept per connection, the variables still follow a client certificate asked for after the handshake."""
+    seen: list[Mapping[str, str]] = []
+    ctx = make_server_context(server_cert, version)
+    ctx.load_verify_locations(str(pki.ca_path))
+
+    def handler(tls: pausetls.TLSSocket, address: Any) -> None:
+        tls.recv(100)
+        seen.append(mod_ssl_environ(tls))
+        tls.request_client_certificate()
+        tls.sendall(b"asked\n")
+        tls.recv(100)  # the client's certificate is processed inside this read
+        seen.append(mod_ssl_environ(tls))
+        tls.sendall(b"done\n")
+
+    server = start_server(ctx, handler)
+    client_ctx = stdlib_client_context(pki, client_cert, version)
+    client_ctx.post_handshake_auth = True
+
+    def client() -> list[bytes]:
+        with socket.create_connection(("127.0.0.1", server.server_port), timeout=GENEROUS) as raw:
+            with client_ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"one\n")
+                asked = tls.recv(100)  # answers the certificate request on the way
+                tls.sendall(b"two\n")
+                return [asked, tls.recv(100)]
+
+    assert gevent.get_hub().threadpool.spawn(client).get(timeout=GENEROUS) == [b"asked\n", b"done\n"]
+    before, after = seen
+    assert before["SSL_CLIENT_VERIFY"] == "NONE" and "SSL_CLIENT_S_DN" not in before
+    assert after["SSL_CLIENT_VERIFY"] == "SUCCESS"
+    assert after["SSL_CLIENT_S_DN"] == "CN=client one,O=pausetls tests"
