@@ -32,6 +32,7 @@ from servers import MemcachedServer
 
 SITE = Path(__file__).resolve().parent.parent / "gunicorn_site"
 TESTS = SITE.parent
+TLS12_CIPHER = "ECDHE-ECDSA-CHACHA20-POLY1305"
 LISTENING = re.compile(r"Listening at: (?P<url>\S+)")
 
 
@@ -114,7 +115,8 @@ def answer(client: subprocess.Popen[str]) -> dict[str, Any]:
 def test_pausing_verify_client_certificates_and_a_refused_client(
     gunicorn: Any, pki: PKI, client_cert: Issued, openssl: str
 ) -> None:
-    server = gunicorn("--workers", "1", "--cert-reqs", "2", "--max-requests", "3", PAUSETLS_TEST_TOGETHER="2")
+    options = ("--workers", "1", "--cert-reqs", "2", "--max-requests", "3", "--ciphers", TLS12_CIPHER)
+    server = gunicorn(*options, PAUSETLS_TEST_TOGETHER="2")
     port = server.port
     # two handshakes of one worker paused in the verify callback at once: neither goes on alone
     together = [curl(port, *client_cert_args(pki, client_cert)) for _ in range(2)]
@@ -137,6 +139,7 @@ def test_pausing_verify_client_certificates_and_a_refused_client(
     third = answer(curl(port, *client_cert_args(pki, client_cert), *tls_version_args("1.2")))
     assert third["pid"] == first["pid"]
     assert third["SSL_PROTOCOL"] == "TLSv1.2"
+    assert third["SSL_CIPHER"] == TLS12_CIPHER  # --ciphers (not the default choice, an AES-GCM suite)
     assert third["SSL_CLIENT_VERIFY"] == "SUCCESS"
 
     server.wait_for_log(r"Autorestarting worker after current request")  # --max-requests 3, as gunicorn's own
