@@ -20,7 +20,7 @@ from gates import Gate
 def pausetls_context(worker: Any, context: pausetls.Context) -> None:
     gate = Gate(int(os.environ.get("PAUSETLS_TEST_TOGETHER", "1")))
     paused: list[int] = []
-    context.set_app_data(paused)  # the app reports it
+    context.set_app_data({"paused": paused, "worker": worker})  # for the app
 
     def verify(conn: pausetls.TLSSocket, x509: Any, errnum: int, depth: int, ok: int) -> bool:
         if depth == 0:

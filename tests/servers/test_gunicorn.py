@@ -206,4 +206,15 @@ def test_sessions_resume_across_workers_through_memcached(
     assert second["SSL_SESSION_RESUMED"] == "Resumed"
     assert second["SSL_PROTOCOL"] == STDLIB_VERSIONS[tls_version].name.replace("_", ".")
     assert second["SSL_CLIENT_VERIFY"] == "SUCCESS"  # verified again on resumption, by the pausing callback
-    assert server.stop() == 0
+
+    # graceful stop: a response in progress when gunicorn gets SIGTERM is finished
+    with connect(port, ctx) as tls:
+        tls.sendall(b"GET /until-stopping HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        response = b""
+        while b"started" not in response:
+            response += tls.recv(65536)
+        server.proc.send_signal(signal.SIGTERM)
+        while not response.endswith(b"\r\n0\r\n\r\n"):
+            response += tls.recv(65536)
+    assert b"finished" in response
+    assert server.proc.wait(GENEROUS) == 0
