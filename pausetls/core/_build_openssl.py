@@ -309,6 +309,8 @@ int ERR_GET_REASON(unsigned long);
 void pausetls_err_restore(unsigned long, const char *, int, const char *,
                           const char *);
 
+int pausetls_x509_name_rfc2253(const X509 *, int, char *, int);
+
 extern "Python" int pausetls_verify_cb(int, X509_STORE_CTX *);
 extern "Python" SSL_SESSION *pausetls_session_get_cb(SSL *, const unsigned char *, int, int *);
 extern "Python" int pausetls_session_new_cb(SSL *, SSL_SESSION *);
@@ -336,7 +338,9 @@ SOURCE = r"""
 #include <openssl/x509v3.h>
 #include <openssl/crypto.h>
 #include <openssl/pem.h>
+#include <limits.h>
 #include <stdio.h>
+#include <string.h>
 
 typedef STACK_OF(X509) pausetls_x509_stack;
 typedef STACK_OF(X509_NAME) pausetls_x509_name_stack;
@@ -355,6 +359,28 @@ static EVP_PKEY *pausetls_read_dh_params(const char *path)
         return NULL;
     }
     return params;
+}
+
+/* mod_ssl's SSL_CLIENT_S_DN and SSL_CLIENT_I_DN: the subject (issuer != 0: the issuer) as mod_ssl
+   prints it (X509_NAME_print_ex with XN_FLAG_RFC2253).  Copies at most cap bytes to out and returns
+   the whole length (-1 on failure), so a caller whose buffer was too small can ask again. */
+static int pausetls_x509_name_rfc2253(const X509 *cert, int issuer, char *out, int cap)
+{
+    const X509_NAME *name = issuer ? X509_get_issuer_name(cert) : X509_get_subject_name(cert);
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *data = NULL;
+    long len;
+    if (bio == NULL)
+        return -1;
+    if (X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253) < 0) {
+        BIO_free(bio);
+        return -1;
+    }
+    len = BIO_get_mem_data(bio, &data);
+    if (len > 0 && data != NULL)
+        memcpy(out, data, len < cap ? (size_t)len : (size_t)cap);
+    BIO_free(bio);
+    return len > INT_MAX ? -1 : (int)len;
 }
 
 /* sk_X509_NAME_pop_free takes a function pointer: simpler to free from C. */

@@ -106,6 +106,8 @@ def pausetls_verify_cb(preverify_ok: int, store_ctx: Any) -> int:
     cert = x509_to_pyopenssl(lib.X509_STORE_CTX_get_current_cert(store_ctx))
     ran, accepted = _run_hook(conn, "verify", callback, conn, cert, errnum, depth, preverify_ok, returns=_VERDICT)
     if ran and accepted:
+        if errnum != lib.X509_V_OK and conn.verify_error_accepted is None:
+            conn.verify_error_accepted = errnum
         lib.X509_STORE_CTX_set_error(store_ctx, lib.X509_V_OK)
         return 1
     if not ran or errnum == lib.X509_V_OK:

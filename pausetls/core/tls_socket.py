@@ -127,6 +127,9 @@ class TLSSocket:
         self._io_refs = 0
         self._verify_callback: VerifyCallback | None = None
         self._verify_chosen = False  # set_verify on this connection: set_context keeps it
+        # the first error OpenSSL found in the peer's chain that the verify callback accepted anyway
+        # (OpenSSL's own result then reads X509_V_OK): mod_ssl's SSL_CLIENT_VERIFY reports it
+        self.verify_error_accepted: int | None = None
         self._app_data: Any = None
         self._nread = ffi.new("size_t *")
         self._nwritten = ffi.new("size_t *")
