@@ -339,9 +339,9 @@ def pausetls_remote_sign(
     """
     signer = signer_of(signer_id)
     job = current_job()
-    conn = None if job is None else job.owner
-    if signer is None or not isinstance(conn, TLSSocket):
-        return 0
+    if job is None or signer is None or not isinstance(job.owner, TLSSocket):
+        return 0  # signing outside a handshake of ours: nothing to run the signer in
+    conn = job.owner
     name = "private_key_sign"
     args = (ffi.string(scheme).decode("ascii"), bytes(ffi.buffer(digest, digest_len)))
     ran, signature = _run_hook(conn, name, signer.sign, conn, *args, returns=(bytes,))

@@ -1,0 +1,289 @@
+"""Remote private keys: the server (or client) holds its certificate, something else signs.
+
+The signer is a key service in another process (``tests/key_service.py``, CPython + cryptography,
+no pausetls) reached over TCP from the ``sign`` callback, or a callback in this process where a test
+needs a wrong signature.  Peers: CPython's ``ssl`` (cooperative through ``gevent.ssl``), ``openssl
+s_client`` and ``openssl s_server -Verify 1``.  ECDSA and RSA, TLS 1.2 and 1.3.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import gevent
+import gevent.socket
+import pytest
+from drivers import DRIVERS, later, server_class
+from gevent.event import AsyncResult
+from key_service import sign as sign_locally
+
+import pausetls
+
+from conftest import stdlib_client_context, wait_until
+from gates import GENEROUS
+from hook_clients import client_error, fetch_cn, s_client
+from peers import Peer, PeerGroup
+from pki import PKI, Issued
+
+KEY_SERVICE = Path(__file__).resolve().parent.parent / "key_service.py"
+S_FLAG = {pausetls.TLS1_2_VERSION: "-tls1_2", pausetls.TLS1_3_VERSION: "-tls1_3"}
+CLIENTS = 60
+
+
+# -- the key service -------------------------------------------------------------
+
+
+class KeyService:
+    """``tests/key_service.py`` in a subprocess, holding *keys*; ``signer(name)`` is a ``sign`` callback."""
+
+    def __init__(self, keys: dict[str, Issued], overlap: int = 0) -> None:
+        argv = [sys.executable, str(KEY_SERVICE), f"--overlap={overlap}"]
+        self.peer = Peer([*argv, *(f"{name}={issued.key_path}" for name, issued in keys.items())], stdin=False)
+        try:
+            self.peer.wait_for(lambda: b"\n" in self.peer.stdout.data, "the key service's port")
+        except BaseException:
+            self.peer.stop()
+            raise
+        self.address = ("127.0.0.1", int(self.peer.stdout.text.split()[0]))
+        self.schemes: list[str] = []
+
+    def request(self, **request: Any) -> dict[str, Any]:
+        """One request on a connection of its own; blocks this greenlet only (gevent sockets)."""
+        with gevent.socket.create_connection(self.address, timeout=GENEROUS) as sock:
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            reply: dict[str, Any] = json.loads(sock.makefile("rb").readline())
+        return reply
+
+    def signer(self, name: str) -> Callable[[pausetls.TLSSocket, str, bytes], bytes]:
+        def sign(conn: pausetls.TLSSocket, scheme: str, digest: bytes) -> bytes:
+            self.schemes.append(scheme)
+            reply = self.request(key=name, scheme=scheme, digest=digest.hex())
+            if "error" in reply:
+                raise RuntimeError(f"key service: {reply['error']}")
+            return bytes.fromhex(reply["signature"])
+
+        return sign
+
+    def stats(self) -> dict[str, Any]:
+        return self.request(stats=True)
+
+    def stop(self) -> None:
+        self.peer.stop()
+
+
+@pytest.fixture(scope="module")
+def rsa_server_cert(pki: PKI) -> Issued:
+    return pki.issue("rsa.localhost", rsa_key=True)
+
+
+@pytest.fixture(scope="module")
+def key_service(server_cert: Issued, rsa_server_cert: Issued, client_cert: Issued) -> Iterator[KeyService]:
+    service = KeyService({"ec": server_cert, "rsa": rsa_server_cert, "client": client_cert})
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def server_log(caplog: pytest.LogCaptureFixture) -> Callable[[], list[str]]:
+    """The server's "handshake failed" lines so far."""
+    caplog.set_level(logging.INFO, "pausetls.server")
+    return lambda: [r.getMessage() for r in caplog.records if "handshake failed" in r.getMessage()]
+
+
+def remote_key_context(cert: Issued, sign: Any, version: int | None = None) -> pausetls.Context:
+    """A server context holding *cert*'s chain and no private key: *sign* signs."""
+    ctx = pausetls.Context(pausetls.TLS_SERVER_METHOD)
+    ctx.use_certificate_chain_file(cert.chain_path)
+    ctx.use_remote_private_key(sign)
+    ctx.check_privatekey()  # the provider's key matches the certificate's public key
+    if version is not None:
+        ctx.set_min_proto_version(version)
+        ctx.set_max_proto_version(version)
+    return ctx
+
+
+def run_all(fns: list[Callable[[], Any]], timeout: float = 2 * GENEROUS) -> list[Any]:
+    greenlets = [gevent.spawn(fn) for fn in fns]
+    gevent.joinall(greenlets, timeout=timeout)
+    return [g.value if g.successful() else g.exception for g in greenlets]
+
+
+# -- the point: many handshakes, signed elsewhere, at once -------------------------------
+
+
+@pytest.mark.timing
+@pytest.mark.parametrize("key", ["ec", "rsa"])
+def test_60_concurrent_handshakes_are_signed_by_a_key_service_in_another_process(
+    key: str,
+    tls_version: int,
+    pki: PKI,
+    server_cert: Issued,
+    rsa_server_cert: Issued,
+    start_server: Any,
+) -> None:
+    cert = server_cert if key == "ec" else rsa_server_cert
+    # the service answers no signature until all 60 are in flight at once: one at a time never gets there
+    service = KeyService({key: cert}, overlap=CLIENTS)
+    try:
+        server = start_server(remote_key_context(cert, service.signer(key), tls_version))
+        client_ctx = stdlib_client_context(pki, version=tls_version, cooperative=True)
+        results = run_all([lambda: fetch_cn(server.server_port, client_ctx, "localhost")] * CLIENTS)
+        stats = service.stats()
+    finally:
+        service.stop()
+    assert results == [cert.subject_cn] * CLIENTS
+    assert stats == {"signed": CLIENTS, "most_in_flight": CLIENTS, "gate_timed_out": False}
+    assert server.stats.handshakes_completed == CLIENTS and server.stats.handshakes_failed == 0
+    expected = "ecdsa_secp256r1_sha256" if key == "ec" else "rsa_pss_rsae_sha256"
+    assert service.schemes == [expected] * CLIENTS
+
+
+def test_tls12_rsa_pkcs1_for_a_client_that_offers_only_it(
+    openssl: str, peers: PeerGroup, pki: PKI, rsa_server_cert: Issued, key_service: KeyService, start_server: Any
+) -> None:
+    key_service.schemes.clear()
+    server = start_server(remote_key_context(rsa_server_cert, key_service.signer("rsa")))
+    args = ["-tls1_2", "-sigalgs", "RSA+SHA384", "-CAfile", str(pki.ca_path), "-verify_return_error"]
+    code, output = s_client(openssl, peers, server.server_port, *args)
+    assert code == 0, output
+    assert "Peer signature type: RSA\n" in output and "Peer signing digest: SHA384" in output
+    assert "Verify return code: 0 (ok)" in output
+    assert key_service.schemes == ["rsa_pkcs1_sha384"]
+
+
+@pytest.mark.parametrize("version", [pausetls.TLS1_2_VERSION, pausetls.TLS1_3_VERSION], ids=["TLSv1.2", "TLSv1.3"])
+def test_a_client_certificate_whose_key_is_remote_satisfies_s_server_verify(
+    version: int,
+    openssl: str,
+    peers: PeerGroup,
+    pki: PKI,
+    server_cert: Issued,
+    client_cert: Issued,
+    key_service: KeyService,
+) -> None:
+    key_service.schemes.clear()
+    args = ["-cert", str(server_cert.cert_path), "-key", str(server_cert.key_path), "-cert_chain"]
+    args += [str(pki.intermediate.cert_path), S_FLAG[version], "-www", "-Verify", "1", "-CAfile", str(pki.ca_path)]
+    server = peers.s_server(openssl, [*args, "-verify_return_error"])
+    ctx = pausetls.client_context(str(pki.ca_path))
+    ctx.use_certificate_chain_file(client_cert.chain_path)
+    ctx.use_remote_private_key(key_service.signer("client"))
+    with pausetls.connect(("127.0.0.1", server.port), ctx, server_hostname="localhost", timeout=GENEROUS) as tls:
+        tls.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        page = b""
+        while chunk := tls.recv(65536):
+            page += chunk
+    assert page.startswith(b"HTTP/1.0 200 ok")
+    assert f"Subject: O=pausetls tests, CN={client_cert.subject_cn}".encode() in page
+    assert key_service.schemes == ["ecdsa_secp256r1_sha256"]
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_sign_may_return_a_pending_result_under_every_driver(
+    driver: str, tls_version: int, pki: PKI, server_cert: Issued, start_server: Any
+) -> None:
+    """gevent: an AsyncResult; threads: a Future a thread completes; asyncio: ``async def sign``."""
+
+    def sign(conn: pausetls.TLSSocket, scheme: str, digest: bytes) -> Any:
+        return later(driver, sign_locally(server_cert.key, scheme, digest))
+
+    server = start_server(remote_key_context(server_cert, sign, tls_version), server_class=server_class(driver))
+    client_ctx = stdlib_client_context(pki, version=tls_version, cooperative=True)
+    assert fetch_cn(server.server_port, client_ctx, "localhost") == "localhost"
+
+
+# -- failures ------------------------------------------------------------------------------
+
+
+def test_a_sign_that_raises_fails_the_handshake_with_internal_error(
+    tls_version: int, pki: PKI, server_cert: Issued, start_server: Any, server_log: Callable[[], list[str]]
+) -> None:
+    def sign(conn: pausetls.TLSSocket, scheme: str, digest: bytes) -> bytes:
+        raise RuntimeError("the HSM is down")
+
+    server = start_server(remote_key_context(server_cert, sign, tls_version))
+    error = client_error(server.server_port, stdlib_client_context(pki, version=tls_version, cooperative=True))
+    assert "TLSV1_ALERT_INTERNAL_ERROR" in str(error)
+    assert server.stats.callback_errors == 1 and server.stats.handshakes_failed == 1
+    [line] = server_log()
+    assert line.endswith(" reason=private_key_sign callback raised RuntimeError: the HSM is down"), line
+
+
+def test_a_sign_that_times_out_fails_the_handshake_with_internal_error(
+    tls_version: int, pki: PKI, server_cert: Issued, start_server: Any, server_log: Callable[[], list[str]]
+) -> None:
+    ctx = remote_key_context(server_cert, lambda conn, scheme, digest: AsyncResult(), tls_version)  # never set
+    ctx.set_callback_timeout(0.2)
+    server = start_server(ctx)
+    error = client_error(server.server_port, stdlib_client_context(pki, version=tls_version, cooperative=True))
+    assert "TLSV1_ALERT_INTERNAL_ERROR" in str(error)
+    assert server.stats.handshakes_failed == 1
+    [line] = server_log()
+    assert "private_key_sign callback raised TimeoutError" in line
+
+
+@pytest.mark.parametrize("wrong", ["another key", "corrupted"])
+def test_a_wrong_signature_is_rejected_by_the_client(
+    wrong: str,
+    tls_version: int,
+    pki: PKI,
+    other_pki: PKI,
+    server_cert: Issued,
+    start_server: Any,
+    server_log: Callable[[], list[str]],
+) -> None:
+    """What a compromised or broken key service returns must not pass: the client checks the signature."""
+    other = other_pki.issue("localhost")
+
+    def sign(conn: pausetls.TLSSocket, scheme: str, digest: bytes) -> bytes:
+        if wrong == "another key":
+            return sign_locally(other.key, scheme, digest)
+        good = sign_locally(server_cert.key, scheme, digest)
+        return good[:-1] + bytes([good[-1] ^ 1])  # the DER stays well formed: the last byte of s
+
+    server = start_server(remote_key_context(server_cert, sign, tls_version))
+    error = client_error(server.server_port, stdlib_client_context(pki, version=tls_version, cooperative=True))
+    assert isinstance(error, ssl.SSLError) and error.reason == "BAD_SIGNATURE", error
+    assert wait_until(lambda: server.stats.handshakes_failed == 1)  # the client's alert reaches the server
+    [line] = server_log()
+    assert "decrypt error" in line
+
+
+def test_static_rsa_key_exchange_is_disabled(
+    openssl: str, peers: PeerGroup, pki: PKI, rsa_server_cert: Issued, start_server: Any
+) -> None:
+    """A client that offers only RSA key transport is refused; the remote key is never asked to decrypt."""
+    ctx = remote_key_context(
+        rsa_server_cert, lambda conn, scheme, digest: sign_locally(rsa_server_cert.key, scheme, digest)
+    )
+    ctx.set_cipher_list("AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256")  # kRSA asked for again: still removed
+    server = start_server(ctx)
+    code, output = s_client(openssl, peers, server.server_port, "-tls1_2", "-cipher", "AES128-GCM-SHA256")
+    assert code != 0 and "handshake failure" in output, output
+    code, output = s_client(openssl, peers, server.server_port, "-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256")
+    assert code == 0 and "Cipher is ECDHE-RSA-AES128-GCM-SHA256" in output, output
+    with pytest.raises(pausetls.Error, match="static RSA"):
+        ctx.set_cipher_list("AES128-GCM-SHA256")
+
+
+def test_use_remote_private_key_needs_the_certificate_first() -> None:
+    ctx = pausetls.Context(pausetls.TLS_SERVER_METHOD)
+    with pytest.raises(pausetls.Error, match="set the certificate before"):
+        ctx.use_remote_private_key(lambda conn, scheme, digest: b"")
+
+
+def test_check_privatekey_compares_the_remote_key_with_the_certificate(
+    server_cert: Issued, client_cert: Issued
+) -> None:
+    ctx = remote_key_context(server_cert, lambda conn, scheme, digest: b"")
+    ctx.check_privatekey()
+    # the key stays with the certificate it was made for: another certificate does not match it
+    ctx.use_certificate_chain_file(client_cert.chain_path)
+    with pytest.raises(pausetls.Error, match="does not match"):
+        ctx.check_privatekey()
