@@ -25,6 +25,7 @@
  */
 #include <openssl/bn.h>
 #include <openssl/core_dispatch.h>
+#include <openssl/crypto.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
@@ -521,24 +522,27 @@ static int rk_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH 
 }
 
 static OSSL_LIB_CTX *pausetls_rk_libctx;
+static CRYPTO_ONCE pausetls_rk_once = CRYPTO_ONCE_STATIC_INIT;
 
-/* Create the library context holding only this provider, once (called with the GIL held). */
-static int pausetls_remote_key_setup(void)
+/* The library context holding only this provider, made once for the process (cffi releases the
+   GIL around C calls, so two threads may get here together). */
+static void pausetls_rk_make_libctx(void)
 {
-    OSSL_LIB_CTX *libctx;
+    OSSL_LIB_CTX *libctx = OSSL_LIB_CTX_new();
 
-    if (pausetls_rk_libctx != NULL)
-        return 1;
-    libctx = OSSL_LIB_CTX_new();
     if (libctx == NULL)
-        return 0;
+        return;
     if (!OSSL_PROVIDER_add_builtin(libctx, PAUSETLS_RK_PROVIDER, rk_provider_init)
         || OSSL_PROVIDER_load(libctx, PAUSETLS_RK_PROVIDER) == NULL) {
         OSSL_LIB_CTX_free(libctx);
-        return 0;
+        return;
     }
     pausetls_rk_libctx = libctx;
-    return 1;
+}
+
+static int pausetls_remote_key_setup(void)
+{
+    return CRYPTO_THREAD_run_once(&pausetls_rk_once, pausetls_rk_make_libctx) && pausetls_rk_libctx != NULL;
 }
 
 /* Export the public half of `public_key` (a certificate's) into a new remote key signed by
