@@ -91,14 +91,6 @@ def key_service(server_cert: Issued, rsa_server_cert: Issued, client_cert: Issue
 
 
 @pytest.fixture
-def key_service_p384(pki: PKI) -> Iterator[tuple[KeyService, Issued]]:
-    cert = pki.issue("p384.localhost", curve=ec.SECP384R1())
-    service = KeyService({"p384": cert})
-    yield service, cert
-    service.stop()
-
-
-@pytest.fixture
 def server_log(caplog: pytest.LogCaptureFixture) -> Callable[[], list[str]]:
     """The server's "handshake failed" lines so far."""
     caplog.set_level(logging.INFO, "pausetls.server")
@@ -153,15 +145,24 @@ def test_60_concurrent_handshakes_are_signed_by_a_key_service_in_another_process
     assert service.schemes == [expected] * CLIENTS
 
 
-def test_a_p384_key_signs_with_the_scheme_tls13_binds_to_its_curve(
-    pki: PKI, key_service_p384: tuple[KeyService, Issued], start_server: Any
+@pytest.mark.parametrize(
+    ("curve", "scheme"),
+    [(ec.SECP384R1(), "ecdsa_secp384r1_sha384"), (ec.SECP521R1(), "ecdsa_secp521r1_sha512")],
+    ids=["P-384", "P-521"],
+)
+def test_a_p384_or_p521_key_signs_with_the_scheme_tls13_binds_to_its_curve(
+    curve: ec.EllipticCurve, scheme: str, pki: PKI, start_server: Any
 ) -> None:
     """TLS 1.3 ties ECDSA schemes to the curve: libssl reads it from the provider's key (group name)."""
-    service, cert = key_service_p384
-    server = start_server(remote_key_context(cert, service.signer("p384"), pausetls.TLS1_3_VERSION))
-    client_ctx = stdlib_client_context(pki, version=pausetls.TLS1_3_VERSION, cooperative=True)
-    assert fetch_cn(server.server_port, client_ctx, "localhost") == cert.subject_cn
-    assert service.schemes == ["ecdsa_secp384r1_sha384"]
+    cert = pki.issue(f"{curve.name}.localhost", curve=curve)
+    service = KeyService({"key": cert})
+    try:
+        server = start_server(remote_key_context(cert, service.signer("key"), pausetls.TLS1_3_VERSION))
+        client_ctx = stdlib_client_context(pki, version=pausetls.TLS1_3_VERSION, cooperative=True)
+        assert fetch_cn(server.server_port, client_ctx, "localhost") == cert.subject_cn
+    finally:
+        service.stop()
+    assert service.schemes == [scheme]
 
 
 def test_tls12_rsa_pkcs1_for_a_client_that_offers_only_it(
