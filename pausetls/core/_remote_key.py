@@ -20,25 +20,14 @@ from .errors import Error
 if TYPE_CHECKING:
     from .tls_socket import TLSSocket
 
-__all__ = ["RemoteSigner", "SignCallback", "SIGNATURE_SCHEMES", "install_remote_key", "signer_of"]
+__all__ = ["RemoteSigner", "SignCallback", "disable_static_rsa", "install_remote_key", "signer_of"]
 
 SignCallback = Callable[["TLSSocket", str, bytes], Any]
 """``sign(conn, scheme, digest) -> signature``: DER for ECDSA, the raw block for RSA; may block on the
-loop or return a pending result (an ``async def`` under asyncio)."""
-
-SIGNATURE_SCHEMES = (
-    "ecdsa_secp256r1_sha256",
-    "ecdsa_secp384r1_sha384",
-    "ecdsa_secp521r1_sha512",
-    "rsa_pss_rsae_sha256",
-    "rsa_pss_rsae_sha384",
-    "rsa_pss_rsae_sha512",
-    "rsa_pkcs1_sha256",
-    "rsa_pkcs1_sha384",
-    "rsa_pkcs1_sha512",
-)
-"""Every scheme the provider asks for (TLS SignatureScheme names, RFC 8446 4.2.3); ``rsa_pkcs1_*``
-only under TLS 1.2.  ECDSA names the hash, not the key's curve (as TLS 1.2 allows)."""
+loop or return a pending result (an ``async def`` under asyncio).  The schemes (TLS SignatureScheme
+names, RFC 8446 4.2.3) are ``ecdsa_secp256r1_sha256``, ``ecdsa_secp384r1_sha384``,
+``ecdsa_secp521r1_sha512`` (the hash, not the key's curve, under TLS 1.2), ``rsa_pss_rsae_sha256/384/512``
+and, under TLS 1.2 only, ``rsa_pkcs1_sha256/384/512``: ``rk_scheme`` in ``_remote_key.c``."""
 
 
 class RemoteSigner:

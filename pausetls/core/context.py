@@ -165,7 +165,7 @@ class Context:
 
         Call it after the certificate is set (its public key is the key's public half).  *scheme* is
         the TLS SignatureScheme name (``ecdsa_secp256r1_sha256``, ``rsa_pss_rsae_sha256``, ...,
-        ``rsa_pkcs1_sha256`` under TLS 1.2; `pausetls.core._remote_key.SIGNATURE_SCHEMES`), *digest*
+        ``rsa_pkcs1_sha256`` under TLS 1.2; all are listed in the README), *digest*
         the hash of the signed data under that scheme.  Return the signature TLS expects: DER for
         ECDSA, the raw block for RSA.  Like the other hooks, ``sign`` may block on the loop or
         return a pending result, and `set_callback_timeout` bounds it; an exception or a timeout
