@@ -8,8 +8,10 @@ s_client`` and ``openssl s_server -Verify 1``.  ECDSA and RSA, TLS 1.2 and 1.3.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import socket
 import ssl
 import sys
 from collections.abc import Callable, Iterator
@@ -33,11 +35,19 @@ from peers import Peer, PeerGroup
 from pki import PKI, Issued
 
 KEY_SERVICE = Path(__file__).resolve().parent.parent / "key_service.py"
-S_FLAG = {pausetls.TLS1_2_VERSION: "-tls1_2", pausetls.TLS1_3_VERSION: "-tls1_3"}
+TLS12, TLS13 = pausetls.TLS1_2_VERSION, pausetls.TLS1_3_VERSION
+S_FLAG = {TLS12: "-tls1_2", TLS13: "-tls1_3"}
 CLIENTS = 60
 
 
 # -- the key service -------------------------------------------------------------
+
+
+def signature_of(reply_line: bytes) -> bytes:
+    reply = json.loads(reply_line)
+    if "error" in reply:
+        raise RuntimeError(f"key service: {reply['error']}")
+    return bytes.fromhex(reply["signature"])
 
 
 class KeyService:
@@ -54,25 +64,41 @@ class KeyService:
         self.address = ("127.0.0.1", int(self.peer.stdout.text.split()[0]))
         self.schemes: list[str] = []
 
-    def request(self, **request: Any) -> dict[str, Any]:
-        """One request on a connection of its own; blocks this greenlet only (gevent sockets)."""
+    def stats(self) -> dict[str, Any]:
+        """How many it signed, and the most requests it ever had in flight at once."""
         with gevent.socket.create_connection(self.address, timeout=GENEROUS) as sock:
-            sock.sendall(json.dumps(request).encode() + b"\n")
+            sock.sendall(b'{"stats": true}\n')
             reply: dict[str, Any] = json.loads(sock.makefile("rb").readline())
         return reply
 
-    def signer(self, name: str) -> Callable[[pausetls.TLSSocket, str, bytes], bytes]:
-        def sign(conn: pausetls.TLSSocket, scheme: str, digest: bytes) -> bytes:
+    def signer(self, name: str, driver: str = "gevent") -> Callable[[pausetls.TLSSocket, str, bytes], Any]:
+        """A ``sign`` that asks the service the way *driver* waits: a gevent socket, a blocking socket in
+        the connection's thread, or ``async def`` with asyncio streams."""
+
+        def ask(scheme: str, digest: bytes) -> bytes:
             self.schemes.append(scheme)
-            reply = self.request(key=name, scheme=scheme, digest=digest.hex())
-            if "error" in reply:
-                raise RuntimeError(f"key service: {reply['error']}")
-            return bytes.fromhex(reply["signature"])
+            return json.dumps({"key": name, "scheme": scheme, "digest": digest.hex()}).encode() + b"\n"
+
+        if driver == "asyncio":
+
+            async def sign_async(conn: pausetls.TLSSocket, scheme: str, digest: bytes) -> bytes:
+                reader, writer = await asyncio.open_connection(*self.address)
+                try:
+                    writer.write(ask(scheme, digest))
+                    return signature_of(await reader.readline())
+                finally:
+                    writer.close()
+
+            return sign_async
+
+        connect = gevent.socket.create_connection if driver == "gevent" else socket.create_connection
+
+        def sign(conn: pausetls.TLSSocket, scheme: str, digest: bytes) -> bytes:
+            with connect(self.address, timeout=GENEROUS) as sock:
+                sock.sendall(ask(scheme, digest))
+                return signature_of(sock.makefile("rb").readline())
 
         return sign
-
-    def stats(self) -> dict[str, Any]:
-        return self.request(stats=True)
 
     def stop(self) -> None:
         self.peer.stop()
@@ -111,21 +137,33 @@ def run_all(fns: list[Callable[[], Any]], timeout: float = 2 * GENEROUS) -> list
 # -- the point: many handshakes, signed elsewhere, at once -------------------------------
 
 
+OVERLAP_CASES = [  # every key and version under gevent; the other drivers once each
+    *(("gevent", key, version) for key in ("ec", "rsa") for version in (TLS12, TLS13)),
+    ("threads", "ec", TLS13),
+    ("asyncio", "rsa", TLS12),
+]
+
+
 @pytest.mark.timing
-@pytest.mark.parametrize("key", ["ec", "rsa"])
+@pytest.mark.parametrize(
+    ("driver", "key", "tls_version"),
+    OVERLAP_CASES,
+    ids=[f"{d}-{k}-TLSv1.{v - 0x301}" for d, k, v in OVERLAP_CASES],
+)
 def test_60_concurrent_handshakes_are_signed_by_a_key_service_in_another_process(
+    driver: str,
     key: str,
     tls_version: int,
     pki: PKI,
     server_cert: Issued,
     rsa_server_cert: Issued,
-    start_server: Any,
+    start: Any,
 ) -> None:
     cert = server_cert if key == "ec" else rsa_server_cert
     # the service answers no signature until all 60 are in flight at once: one at a time never gets there
     service = KeyService({key: cert}, overlap=CLIENTS)
     try:
-        server = start_server(remote_key_context(cert, service.signer(key), tls_version))
+        server = start(remote_key_context(cert, service.signer(key, driver), tls_version))
         client_ctx = stdlib_client_context(pki, version=tls_version, cooperative=True)
         results = run_all([lambda: fetch_cn(server.server_port, client_ctx, "localhost")] * CLIENTS)
         stats = service.stats()
