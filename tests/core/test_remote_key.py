@@ -13,6 +13,7 @@ import json
 import re
 import socket
 import ssl
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,6 +34,7 @@ from health import Watch
 from hook_clients import client_error, fetch_cn, s_client
 from peers import Peer, PeerGroup
 from pki import PKI, Issued
+from servers import require_binary
 
 KEY_SERVICE = Path(__file__).resolve().parent.parent / "key_service.py"
 TLS12, TLS13 = pausetls.TLS1_2_VERSION, pausetls.TLS1_3_VERSION
@@ -355,3 +357,21 @@ def test_check_privatekey_compares_the_remote_key_with_the_certificate(
     ctx.use_certificate_chain_file(client_cert.chain_path)
     with pytest.raises(pausetls.Error, match="does not match"):
         ctx.check_privatekey()
+
+
+def test_the_provider_builds_with_openssls_deprecated_apis_hidden(tmp_path: Path) -> None:
+    """No EC_KEY_METHOD, RSA_METHOD or any other API OpenSSL 3.0 deprecates: it builds where they are gone."""
+    cc = require_binary("cc")
+    source = Path(pausetls.__file__).parent / "core" / "_remote_key.c"
+    unit = tmp_path / "remote_key_unit.c"
+    unit.write_text(
+        "#include <openssl/ssl.h>\n"
+        + source.read_text()
+        # the extern "Python" callback cffi would generate, and uses of what the binding calls
+        + "static int pausetls_remote_sign(size_t a, const char *b, const unsigned char *c, size_t d,\n"
+        "    unsigned char *e, size_t *f, size_t g) { return 0; }\n"
+        "void *pausetls_used[] = {(void *)pausetls_remote_key_new, (void *)pausetls_disable_static_rsa};\n"
+    )
+    hidden = ["-DOPENSSL_NO_DEPRECATED", "-DOPENSSL_API_COMPAT=30000", "-Wall", "-Werror", "-Wno-unused-parameter"]
+    result = subprocess.run([cc, *hidden, "-fsyntax-only", str(unit)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
