@@ -125,14 +125,17 @@ class PKI:
         issuer: Issued | None = None,
         ca_issuers: str | None = None,
         rsa_key: bool = False,
+        curve: ec.EllipticCurve | None = None,
     ) -> Issued:
         """A leaf signed by *issuer* (the intermediate by default); its chain file carries the issuer.
 
         *ca_issuers* adds an Authority Information Access caIssuers URL; *rsa_key* gives the leaf an
-        RSA 2048 key instead of ECDSA P-256 (static RSA key exchange needs one).
+        RSA 2048 key instead of ECDSA P-256 (static RSA key exchange needs one), *curve* another curve.
         """
         issuer = issuer or self.intermediate
-        key: LeafKey = rsa.generate_private_key(65537, 2048) if rsa_key else ec.generate_private_key(ec.SECP256R1())
+        key: LeafKey = (
+            rsa.generate_private_key(65537, 2048) if rsa_key else ec.generate_private_key(curve or ec.SECP256R1())
+        )
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
         builder = self._builder(cn, key, issuer).add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         builder = self._aia(self._key_ids(builder, key, issuer), ca_issuers)

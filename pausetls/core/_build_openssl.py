@@ -555,6 +555,20 @@ end:
 }
 """
 
+# -- remote private keys (issue 13): an in-process provider, its C in _remote_key.c -------------
+REMOTE_KEY_CDEF = r"""
+EVP_PKEY *pausetls_remote_key_new(EVP_PKEY *, size_t);
+int pausetls_disable_static_rsa(SSL_CTX *);
+X509 *SSL_CTX_get0_certificate(const SSL_CTX *);
+EVP_PKEY *X509_get0_pubkey(const X509 *);
+extern "Python" int pausetls_remote_sign(size_t, const char *, const unsigned char *, size_t,
+                                         unsigned char *, size_t *, size_t);
+"""
+
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "_remote_key.c")) as _source:
+    REMOTE_KEY_SOURCE = _source.read()
+# -- end of remote private keys ---------------------------------------------------------------
+
 MISSING_HEADERS = (
     "pausetls: OpenSSL >= 3.0 development headers not found; install them "
     "(Debian/Ubuntu: apt-get install libssl-dev; Fedora: dnf install openssl-devel) "
@@ -593,7 +607,8 @@ _check_headers(_options)
 
 ffi = FFI()
 ffi.cdef(CDEF)
-ffi.set_source("pausetls.core._openssl", SOURCE, **_options)
+ffi.cdef(REMOTE_KEY_CDEF)
+ffi.set_source("pausetls.core._openssl", SOURCE + REMOTE_KEY_SOURCE, **_options)
 
 if __name__ == "__main__":
     ffi.compile(verbose=True)

@@ -15,7 +15,8 @@ from typing import Any
 
 from ._binding import ffi, lib
 from ._certs import x509_to_pyopenssl
-from ._job import Job, pause
+from ._job import Job, current_job, pause
+from ._remote_key import signer_of
 from ._session_binding import refusal_alert, requested_server_name, same_server_name, settle_session
 from .client_hello import read_client_hello
 from .context import NO_OVERLAPPING_PROTOCOLS, context_of
@@ -345,3 +346,32 @@ def pausetls_keylog_cb(ssl: Any, line: Any) -> None:
     if keylog.active:
         # pauses refused; an Exception is the hook's to log, a BaseException (cancellation) stays on the job
         _job_of(conn).run_callback("keylog", False, keylog.deliver, conn, ffi.string(line))
+
+
+@ffi.def_extern(onerror=_report)
+def pausetls_remote_sign(
+    signer_id: int, scheme: Any, digest: Any, digest_len: int, sig: Any, siglen: Any, sigsize: int
+) -> int:
+    """The remote-key provider's signer: 1 with the signature in *sig*, 0 fails the handshake.
+
+    OpenSSL calls it from ``EVP_DigestSign`` on the handshake's stack, so the job that runs the
+    handshake is the current one and its owner is the connection.
+    """
+    signer = signer_of(signer_id)
+    job = current_job()
+    if job is None or signer is None or not isinstance(job.owner, TLSSocket):
+        return 0  # signing outside a handshake of ours: nothing to run the signer in
+    conn = job.owner
+    name = "private_key_sign"
+    args = (ffi.string(scheme).decode("ascii"), bytes(ffi.buffer(digest, digest_len)))
+    ran, signature = _run_hook(conn, name, signer.sign, conn, *args, returns=(bytes,))
+    if not ran:
+        return 0
+    if not 0 < len(signature) <= sigsize:
+        if job.exception is None:
+            job.exception = ValueError(f"it returned {len(signature)} bytes, expected 1 to {sigsize}")
+            job.failed_callback = name
+        return 0
+    ffi.memmove(sig, signature, len(signature))
+    siglen[0] = len(signature)
+    return 1

@@ -16,6 +16,7 @@ from ._certs import CertificateLike, PrivateKeyLike, new_x509, use_pkey, use_x50
 from ._files import checked_file
 from ._hooks import ContextHooks
 from ._keylog import KeyLogCallback, KeyLogFile
+from ._remote_key import RemoteSigner, SignCallback, disable_static_rsa, install_remote_key
 from ._session_binding import policy_session_id
 from ._x509_names import NameLike, names_of_stack, new_name_stack
 from .client_session_cache import ClientSessionCache
@@ -109,6 +110,7 @@ class Context:
         lib.SSL_CTX_set_ex_data(self._ctx, _EX_DATA_INDEX, self._handle)
         self.hooks = ContextHooks()  # the user callbacks, read by the OpenSSL callbacks
         self._app_data: Any = None
+        self._remote_signer: RemoteSigner | None = None
         lib.SSL_CTX_set_options(self._ctx, lib.SSL_OP_NO_COMPRESSION)
         lib.SSL_CTX_set_mode(self._ctx, lib.SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | lib.SSL_MODE_RELEASE_BUFFERS)
         apply_defaults(self._ctx, method)
@@ -162,6 +164,20 @@ class Context:
     def use_privatekey(self, pkey: PrivateKeyLike) -> None:
         """Use *pkey* (pyOpenSSL ``PKey``, cryptography private key or DER)."""
         use_pkey(pkey, lambda ptr: lib.SSL_CTX_use_PrivateKey(self._ctx, ptr), "cannot use private key")
+
+    def use_remote_private_key(self, sign: SignCallback) -> None:
+        """Sign handshakes with ``sign(conn, scheme, digest) -> signature``: the key lives elsewhere.
+
+        Call it after the certificate is set (its public key is the key's public half).  *scheme* is
+        the TLS SignatureScheme name (``ecdsa_secp256r1_sha256``, ``rsa_pss_rsae_sha256``, ...,
+        ``rsa_pkcs1_sha256`` under TLS 1.2; all are listed in the README), *digest*
+        the hash of the signed data under that scheme.  Return the signature TLS expects: DER for
+        ECDSA, the raw block for RSA.  Like the other hooks, ``sign`` may block on the loop or
+        return a pending result, and `set_callback_timeout` bounds it; an exception or a timeout
+        fails the handshake with internal_error.  EC and RSA keys, server and client contexts.
+        TLS 1.2 suites with static RSA key exchange are removed from this context.
+        """
+        self._remote_signer = install_remote_key(self._ctx, sign)
 
     def check_privatekey(self) -> None:
         _check(lib.SSL_CTX_check_private_key(self._ctx), "private key does not match the certificate")
@@ -265,6 +281,8 @@ class Context:
     def set_cipher_list(self, ciphers: str | bytes) -> None:
         """TLS 1.2 and older cipher list (OpenSSL syntax)."""
         _check(lib.SSL_CTX_set_cipher_list(self._ctx, _text(ciphers)), f"no cipher matches {ciphers!r}")
+        if self._remote_signer is not None:
+            disable_static_rsa(self._ctx)
 
     def set_ciphersuites(self, ciphersuites: str | bytes) -> None:
         """TLS 1.3 cipher suites (``TLS_AES_128_GCM_SHA256:...``)."""
