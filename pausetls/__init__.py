@@ -37,6 +37,8 @@ from .core.errors import (
     VerificationError,
 )
 from .core.tls_socket import TLSSocket
+from .sessions.stored_tickets import StoredTicketKeys
+from .sessions.tickets import TicketKeys
 
 if TYPE_CHECKING:
     from .drivers.gevent import GeventDriver, gevent_driver
@@ -98,6 +100,8 @@ __all__ = [
     "Paused",
     "ServerStats",
     "SessionStoreError",
+    "StoredTicketKeys",
+    "TicketKeys",
     "TLSError",
     "TLSServer",
     "TLSSocket",
