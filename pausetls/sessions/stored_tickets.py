@@ -12,7 +12,10 @@ A ticket's 16-byte key name is the epoch (8 bytes) and 8 bytes derived from
 the key, so a node that never saw a key knows which one to fetch on a
 decrypt miss, and a name outside the window of live epochs (older than
 *max_age*, or from the future beyond one epoch of clock skew) is refused
-without asking the store.  Keys are cached in the process once fetched.
+without asking the store.  Keys are cached in the process once fetched; a
+name that matches no cached key of a live epoch fetches that epoch's key again
+(at most once a second), so nodes converge when the store lost its keys and a
+node made new ones.
 
 Every lookup may pause the handshake (bounded by *timeout*); a store that is
 down, slow or answering garbage means no ticket or a full handshake, counted
@@ -21,6 +24,7 @@ in `stats`, never a failed handshake.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -71,6 +75,8 @@ class StoredTicketKeys(TicketKeyRing):
         self.namespace = namespace
         self.clock = clock
         self._keys: dict[int, TicketKey] = {}
+        self._refetched: dict[int, float] = {}  # epoch -> when its key was last fetched again after a mismatch
+        self.refetch_interval = 1.0
 
     def _bind_store(self, driver: Driver) -> None:
         bind = getattr(self.store, "bind", None)
@@ -100,9 +106,20 @@ class StoredTicketKeys(TicketKeyRing):
         if epoch > current + _SKEW_EPOCHS or now - epoch * self.rotate_after > self.max_age + self.rotate_after:
             return None  # retired, or never made: not worth a store round trip
         key = self._keys.get(epoch) or self._fetch(epoch)
+        if key is not None and key.name != name and self._may_refetch(epoch, now):
+            # the store may hold another key for this epoch than the one cached here (it lost its
+            # keys and a node made a new one): take the store's, so the fleet converges on it
+            key = self._fetch(epoch)
         if key is None or key.name != name:
             return None
         return key, epoch != current
+
+    def _may_refetch(self, epoch: int, now: float) -> bool:
+        """At most one refetch per epoch per *refetch_interval*: made-up names cost no store traffic."""
+        if now - self._refetched.get(epoch, -math.inf) < self.refetch_interval:
+            return False
+        self._refetched = {e: t for e, t in self._refetched.items() if now - t < self.refetch_interval} | {epoch: now}
+        return True
 
     def _fetch(self, epoch: int) -> TicketKey | None:
         """The key of *epoch* from the store (None if no node made it yet); may pause."""
