@@ -524,6 +524,14 @@ class Context:
             self.set_options(lib.SSL_OP_NO_TICKET)
             lib.SSL_CTX_set_num_tickets(self._ctx, 1)  # one stateful ticket: one store write per handshake
 
+    def bind_resumption(self, driver: Driver) -> None:
+        """Bind the session cache and the ticket keys (what waits on a store) to the *driver* of the server
+        this context is given to; `ValueError` if one already serves another driver."""
+        if self.session_cache is not None:
+            self.session_cache.bind(driver)
+        if self.ticket_keys is not None:
+            self.ticket_keys.bind(driver)
+
     def set_timeout(self, timeout: int) -> int:
         """Session lifetime in seconds; returns the previous one."""
         return int(lib.SSL_CTX_set_timeout(self._ctx, timeout))

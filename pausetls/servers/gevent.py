@@ -89,8 +89,7 @@ class TLSServer(StreamServer):  # type: ignore[misc]
     ) -> None:
         if overload not in ("backlog", "refuse"):
             raise ValueError('overload is "backlog" or "refuse"')
-        if context.session_cache is not None:
-            context.session_cache.bind(gevent_driver)  # its deferred writes run on this hub
+        context.bind_resumption(gevent_driver)  # the session cache's deferred writes run on this hub
         self.context = context
         self.handshake_timeout = handshake_timeout
         self.max_handshakes = max_handshakes

@@ -195,6 +195,9 @@ class TicketKeys(TicketKeyRing):
     def names(self) -> list[bytes]:
         return list(self._by_name)
 
+    def bind(self, driver: Driver) -> None:
+        """Nothing to bind: an in-process ring never waits, and serves every driver."""
+
     def _encryption_key(self) -> TicketKey:
         return self.current
 

@@ -181,3 +181,14 @@ def test_under_the_threads_driver_lookups_block_their_threads_together(
     assert gate.opened, gate.why()
     assert [run.value[1] for run in runs] == [True] * THREADED_CLIENTS
     assert keys.driver is not None and keys.driver.name == "threads"
+
+
+def test_a_ring_serving_one_driver_is_refused_by_a_server_of_another(
+    server_cert: Issued, start_server: Any, memcached_server: MemcachedServer
+) -> None:
+    keys = pausetls.StoredTicketKeys(store_from_url(memcached_server.url), SessionSealer.generate())
+    node(start_server, server_cert, None, keys)  # a gevent TLSServer binds it
+    ctx = make_server_context(server_cert)
+    ctx.set_ticket_keys(keys)
+    with pytest.raises(ValueError, match="waits through the gevent driver"):
+        pausetls.ThreadedTLSServer(("127.0.0.1", 0), lambda tls, address: None, context=ctx)
