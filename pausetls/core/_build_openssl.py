@@ -324,6 +324,17 @@ int SSL_CTX_set_tlsext_ticket_key_evp_cb(SSL_CTX *, int (*)(SSL *, unsigned char
     EVP_CIPHER_CTX *, EVP_MAC_CTX *, int));
 static const int PAUSETLS_TICKET_KEY_NAME_BYTES;
 uint64_t SSL_CTX_clear_options(SSL_CTX *, uint64_t);
+typedef int SSL_TICKET_STATUS;
+typedef int SSL_TICKET_RETURN;
+static const int SSL_TICKET_SUCCESS;
+static const int SSL_TICKET_SUCCESS_RENEW;
+static const int SSL_TICKET_RETURN_IGNORE_RENEW;
+static const int SSL_TICKET_RETURN_USE;
+static const int SSL_TICKET_RETURN_USE_RENEW;
+extern "Python" SSL_TICKET_RETURN pausetls_ticket_decrypted_cb(SSL *, SSL_SESSION *, const unsigned char *, size_t,
+    SSL_TICKET_STATUS, void *);
+int SSL_CTX_set_session_ticket_cb(SSL_CTX *, int (*)(SSL *, void *),
+    SSL_TICKET_RETURN (*)(SSL *, SSL_SESSION *, const unsigned char *, size_t, SSL_TICKET_STATUS, void *), void *);
 int pausetls_ticket_init(EVP_CIPHER_CTX *, EVP_MAC_CTX *, const unsigned char *, const unsigned char *,
     unsigned char *, int);
 """

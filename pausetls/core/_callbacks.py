@@ -241,6 +241,27 @@ def pausetls_ticket_key_cb(ssl: Any, key_name: Any, iv: Any, cipher_ctx: Any, ma
     return 2 if renew or _is_tls13(ssl) else 1
 
 
+@ffi.def_extern(onerror=_report, error=lib.SSL_TICKET_RETURN_IGNORE_RENEW)  # 0 would abort the handshake
+def pausetls_ticket_decrypted_cb(ssl: Any, session: Any, key_name: Any, length: int, status: int, arg: Any) -> int:
+    """``SSL_CTX_set_session_ticket_cb``'s decrypt callback: the session a ticket held, before OpenSSL uses it.
+
+    A ticket made for another server name than the client asks for now is
+    ignored (a full handshake, with a new ticket), as a stored session for
+    another name is a miss; never pauses.  Keeps OpenSSL's renew decision.
+    """
+    if status not in (lib.SSL_TICKET_SUCCESS, lib.SSL_TICKET_SUCCESS_RENEW):
+        return int(lib.SSL_TICKET_RETURN_IGNORE_RENEW)  # none, or not ours: OpenSSL's own answer to these
+    conn = connection_of(ssl)
+    ring = None if conn is None else conn.session_context.ticket_keys
+    if conn is None or not same_server_name(session, conn.requested_server_name):
+        if ring is not None:
+            ring.stats.other_name += 1
+        return int(lib.SSL_TICKET_RETURN_IGNORE_RENEW)
+    if ring is not None:
+        ring.stats.resumed += 1
+    return int(lib.SSL_TICKET_RETURN_USE_RENEW if status == lib.SSL_TICKET_SUCCESS_RENEW else lib.SSL_TICKET_RETURN_USE)
+
+
 @ffi.def_extern(onerror=_report)
 def pausetls_session_remove_cb(ctx: Any, session: Any) -> None:
     """``remove_session_cb``: may run under ``ctx->lock``, so it only copies the ids; never pauses."""

@@ -505,6 +505,10 @@ class Context:
             lib.SSL_CTX_set_tlsext_ticket_key_evp_cb(self._ctx, lib.pausetls_ticket_key_cb),
             "cannot install the ticket key callback",
         )
+        _check(
+            lib.SSL_CTX_set_session_ticket_cb(self._ctx, ffi.NULL, lib.pausetls_ticket_decrypted_cb, ffi.NULL),
+            "cannot install the ticket session callback",
+        )
         self._apply_resumption_policy()
 
     def _apply_resumption_policy(self) -> None:

@@ -75,14 +75,16 @@ class TicketKey:
 
 @dataclass
 class TicketKeyStats:
-    """Counters of one ring: tickets issued and not issued, presented tickets resumed, renewed,
-    unknown (a key the ring does not have, or retired) and lookups that failed or timed out."""
+    """Counters of one ring: tickets issued and not issued; presented tickets resumed, renewed
+    (under a key that no longer encrypts), unknown (a key the ring does not have, or retired),
+    made for another server name (ignored: a full handshake); lookups that failed or timed out."""
 
     issued: int = 0
     not_issued: int = 0
     resumed: int = 0
     renewed: int = 0
     unknown: int = 0
+    other_name: int = 0
     store_errors: int = 0
     timeouts: int = 0
     reloads: int = 0
@@ -131,8 +133,7 @@ class TicketKeyRing:
         found = self._guarded(driver, "decryption key", self._decryption_key, name)
         if found is None:
             self.stats.unknown += 1
-        else:
-            self.stats.resumed += 1
+        else:  # resumed is counted once OpenSSL decrypted the ticket and its session passed the name check
             self.stats.renewed += found[1]
         return found
 
