@@ -16,6 +16,7 @@ from hypothesis import settings
 
 import pausetls
 
+from drivers import driver, start  # noqa: F401 - fixtures: the hook suites run under every driver
 from gates import GENEROUS
 from health import watch  # noqa: F401 - fixture for every test module
 from peers import openssl, peers  # noqa: F401 - fixtures for every test module
@@ -100,7 +101,7 @@ def start_server() -> Iterator[Callable[..., Any]]:
     """Start TLSServers (or *server_class*, e.g. ThreadedTLSServer) on a free loopback port; stopped at teardown."""
     servers: list[Any] = []
 
-    def start(
+    def start_one(
         context: pausetls.Context,
         handle: Callable[..., Any] = echo_handler,
         *,
@@ -112,7 +113,7 @@ def start_server() -> Iterator[Callable[..., Any]]:
         servers.append(server)
         return server
 
-    yield start
+    yield start_one
     for server in servers:
         server.stop(timeout=1)
 

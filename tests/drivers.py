@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
 import gevent
+import pytest
 from asyncio_support import echo
 from gevent.event import AsyncResult
 
@@ -78,6 +81,18 @@ def server_class(driver: str) -> type[Any]:
     return {"gevent": pausetls.TLSServer, "threads": pausetls.ThreadedTLSServer, "asyncio": AsyncioThreadServer}[driver]
 
 
+@pytest.fixture(params=DRIVERS)
+def driver(request: pytest.FixtureRequest) -> str:
+    """Each driver in turn; a test narrows the list with ``@pytest.mark.parametrize("driver", [...])``."""
+    return str(request.param)
+
+
+@pytest.fixture
+def start(start_server: Any, driver: str) -> Any:
+    """``start(ctx, **options)``: an echo server of this test's driver, stopped at teardown."""
+    return lambda ctx, **options: start_server(ctx, server_class=server_class(driver), **options)
+
+
 def later(driver: str, value: Any = None, *, error: BaseException | None = None, delay: float = 0.05) -> Any:
     """A result the hook returns pending: *value* (or *error* raised) after *delay*, the way *driver* waits."""
     if driver == "gevent":
@@ -100,8 +115,27 @@ def later(driver: str, value: Any = None, *, error: BaseException | None = None,
     return pause()
 
 
+def after_pause(driver: str, then: Callable[[], Any], delay: float = 0.05) -> Any:
+    """What a callback written for *driver* does: wait *delay* (``gevent.sleep``, ``time.sleep``, or
+    ``await asyncio.sleep`` in the coroutine it returns), then carry on with ``then()`` (its value or error)."""
+    if driver == "gevent":
+        gevent.sleep(delay)
+        return then()
+    if driver == "threads":
+        time.sleep(delay)
+        return then()
+
+    async def carry_on() -> Any:
+        await asyncio.sleep(delay)
+        return then()
+
+    return carry_on()
+
+
 def never(driver: str) -> Any:
-    """A result that never comes (gevent and asyncio: the server's deadline cuts it)."""
+    """A result that never comes: a callback or handshake time limit has to cut the pause."""
     if driver == "gevent":
         return AsyncResult()
+    if driver == "threads":
+        return Future()
     return asyncio.Event().wait()

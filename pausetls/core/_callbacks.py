@@ -61,7 +61,8 @@ def _run_hook(conn: TLSSocket, name: str, callback: Any, *args: Any, returns: tu
         result = callback(*args)
         waitable = driver.pending(result)
         if waitable is not None:
-            result = pause(waitable, None)
+            # the timeout here too: a driver that cannot cut a running call (threads) still bounds the wait
+            result = pause(waitable, timeout)
         if not isinstance(result, returns):
             expected = " or ".join("None" if t is type(None) else t.__name__ for t in returns)
             raise TypeError(f"it returned {type(result).__name__}, expected {expected}")

@@ -72,6 +72,11 @@ class CallbackError(Error):
 class TimeoutError(Error, builtins.TimeoutError):  # noqa: A001 - deliberately the builtin's name
     """A socket operation, handshake or callback ran past its time limit."""
 
+    @classmethod
+    def after(cls, seconds: float | None, what: str = "timed out") -> TimeoutError:
+        """``what after N s``: one wording for a limit, so log lines read alike under every driver."""
+        return cls(f"{what} after {seconds} s")
+
 
 class PauseError(Error):
     """pause() was called where it cannot work: outside a job, or in a hook that must not pause."""

@@ -234,7 +234,7 @@ class AsyncioDriver:
         )
 
     def wait(self, waitable: Any, timeout: float | None) -> Any:
-        return await_only(_within(_as_awaitable(waitable), timeout, "pause timed out"))
+        return await_only(_within(_as_awaitable(waitable), timeout, f"pause timed out after {timeout} s"))
 
     def io_waiter(self, sock: Any) -> _AsyncioIO:
         return _AsyncioIO(sock)
@@ -255,6 +255,10 @@ class AsyncioDriver:
         current.deadline = deadline if previous is None else min(previous, deadline)
         try:
             return fn(*args)
+        except TimeoutError as exc:
+            if current.deadline != deadline or asyncio.get_running_loop().time() < deadline:
+                raise  # an outer deadline, or a limit of fn's own
+            raise TimeoutError.after(timeout) from exc
         finally:
             current.deadline = previous
 

@@ -70,10 +70,10 @@ class GeventDriver:
         if hasattr(waitable, "get") and hasattr(waitable, "ready"):
             # our own timer raises TimeoutError; a gevent.Timeout from outside (a server's
             # handshake deadline) must pass through as itself, not pose as a pause timeout
-            with gevent.Timeout(timeout, TimeoutError("pause timed out")):
+            with gevent.Timeout(timeout, TimeoutError.after(timeout, "pause timed out")):
                 return waitable.get()
         if not gevent.wait([waitable], timeout=timeout):
-            raise TimeoutError("pause timed out")
+            raise TimeoutError.after(timeout, "pause timed out")
         return getattr(waitable, "value", None)
 
     def io_waiter(self, sock: Any) -> _GeventIO:
@@ -86,7 +86,7 @@ class GeventDriver:
         return BoundedSemaphore(size)
 
     def call_with_timeout(self, fn: Callable[..., Any], timeout: float, *args: Any) -> Any:
-        with gevent.Timeout(timeout, TimeoutError(f"timed out after {timeout} s")):
+        with gevent.Timeout(timeout, TimeoutError.after(timeout)):
             return fn(*args)
 
     def defer(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -111,7 +111,7 @@ def _wait_for_future(future: Future[Any], timeout: float | None) -> Any:
         loop = get_hub().loop
         future.add_done_callback(lambda _future: loop.run_callback_threadsafe(done.set))
         if not done.wait(timeout):
-            raise TimeoutError("pause timed out")
+            raise TimeoutError.after(timeout, "pause timed out")
     return future.result()
 
 

@@ -94,9 +94,9 @@ class ThreadDriver:
             try:
                 return waitable.result(timeout=timeout)
             except builtins.TimeoutError as exc:  # concurrent.futures.TimeoutError
-                raise TimeoutError("pause timed out") from exc
+                raise TimeoutError.after(timeout, "pause timed out") from exc
         if not waitable.wait(timeout):
-            raise TimeoutError("pause timed out")
+            raise TimeoutError.after(timeout, "pause timed out")
         return None
 
     def io_waiter(self, sock: Any) -> _PollIO:

@@ -12,7 +12,9 @@ may do follows ``../shared/DESIGN.md``:
   logged at debug level, never an error for the client.
 * new (``SSL_CTX_sess_set_new_cb``): the DER is copied and written from
   another greenlet or thread (`Driver.defer` of the driver the cache is
-  bound to); OpenSSL keeps its reference.
+  bound to); OpenSSL keeps its reference.  A store that never waits
+  (``writes_never_wait``, the in-memory one) is written at once instead, so a
+  client that reconnects straight away finds its session.
 * remove (``SSL_CTX_sess_set_remove_cb``): may run with ``ctx->lock`` held,
   so it never pauses: the id is copied and deleted later.
 
@@ -28,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..core._job import current_job, pause
 from .sealing import SealError, SessionSealer, store_key
 from .stores._common import check_rebind
 
@@ -64,7 +67,10 @@ class SessionCacheStats:
 
 
 class SessionBackend(Protocol):
-    """Where sessions (DER of ``SSL_SESSION``) go; calls may block on the driver's loop."""
+    """Where sessions (DER of ``SSL_SESSION``) go; calls may block on the driver's loop, unless
+    ``writes_never_wait``: then a new session is saved inline, inside the handshake."""
+
+    writes_never_wait: bool
 
     def bind(self, driver: Driver) -> None: ...
 
@@ -82,6 +88,7 @@ class StoreBackend:
         self.store = store
         self.sealer = sealer
         self.namespace = namespace
+        self.writes_never_wait = bool(getattr(store, "writes_never_wait", False))
 
     def bind(self, driver: Driver) -> None:
         """A networked store makes its sockets and locks with *driver*."""
@@ -105,8 +112,12 @@ class StoreBackend:
 class CallbackBackend:
     """User functions: ``get(session_id) -> bytes | None``, ``new(session_id, der)``, ``remove(session_id)``.
 
-    They see raw DER (which holds the master secret): sealing is theirs to do.
+    Each may block on its driver or return a pending result (``async def`` under asyncio, a
+    ``Future``, an ``AsyncResult``), which the cache waits for.  They see raw DER (which holds the
+    master secret): sealing is theirs to do.
     """
+
+    writes_never_wait = False  # the user's functions may do I/O: writes are deferred
 
     def __init__(
         self,
@@ -119,16 +130,14 @@ class CallbackBackend:
     def bind(self, driver: Driver) -> None:
         pass  # the user's functions wait however they wait
 
-    def load(self, sid_ctx: bytes, session_id: bytes) -> bytes | None:
+    def load(self, sid_ctx: bytes, session_id: bytes) -> Any:
         return None if self._get is None else self._get(session_id)
 
-    def save(self, sid_ctx: bytes, session_id: bytes, der: bytes, ttl: int) -> None:
-        if self._new is not None:
-            self._new(session_id, der)
+    def save(self, sid_ctx: bytes, session_id: bytes, der: bytes, ttl: int) -> Any:
+        return None if self._new is None else self._new(session_id, der)
 
-    def forget(self, sid_ctx: bytes, session_id: bytes) -> None:
-        if self._remove is not None:
-            self._remove(session_id)
+    def forget(self, sid_ctx: bytes, session_id: bytes) -> Any:
+        return None if self._remove is None else self._remove(session_id)
 
 
 class SessionCache:
@@ -161,7 +170,7 @@ class SessionCache:
         started = time.monotonic()
         try:
             self.bind(driver)
-            der = driver.call_with_timeout(self.backend.load, self.timeout, sid_ctx, session_id)
+            der = driver.call_with_timeout(self._settled, self.timeout, driver, self.backend.load, sid_ctx, session_id)
         except SealError as exc:
             self.stats.rejected += 1
             log.debug("session %s rejected: %s", session_id.hex()[:16], exc)
@@ -184,6 +193,15 @@ class SessionCache:
         log.debug("session store returned %s, not bytes", type(der).__name__)
         return None
 
+    def _settled(self, driver: Driver, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``, or what it comes to if that is a pending result its driver recognises."""
+        value = fn(*args)
+        waitable = driver.pending(value)
+        if waitable is None:
+            return value
+        # a lookup pauses its handshake's job; a deferred write is outside any job and simply waits
+        return pause(waitable, self.timeout) if current_job() is not None else driver.wait(waitable, self.timeout)
+
     def record_hit(self, hit: bool) -> None:
         if hit:
             self.stats.hits += 1
@@ -195,8 +213,12 @@ class SessionCache:
         log.debug("stored session rejected: %s", why)
 
     def save_later(self, driver: Driver, sid_ctx: bytes, session_id: bytes, der: bytes, ttl: int) -> None:
+        """Save a new session: deferred, or at once where the backend never waits (nothing can pause)."""
         if self.driver is None:
             self.bind(driver)
+        if self.backend.writes_never_wait:
+            self._write(driver, "stored", self.backend.save, sid_ctx, session_id, der, max(1, ttl))
+            return
         self._write_later("stored", self.backend.save, sid_ctx, session_id, der, max(1, ttl))
 
     def forget_later(self, sid_ctx: bytes, session_id: bytes) -> None:
@@ -211,14 +233,18 @@ class SessionCache:
             self.stats.dropped_writes += 1
             return
         self._pending_writes += 1
-        driver.defer(self._write, driver, counter, fn, *args)
+        driver.defer(self._deferred_write, driver, counter, fn, *args)
+
+    def _deferred_write(self, driver: Driver, counter: str, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            self._write(driver, counter, fn, *args)
+        finally:
+            self._pending_writes -= 1
 
     def _write(self, driver: Driver, counter: str, fn: Callable[..., Any], *args: Any) -> None:
         try:
-            driver.call_with_timeout(fn, self.timeout, *args)
+            driver.call_with_timeout(self._settled, self.timeout, driver, fn, *args)
             setattr(self.stats, counter, getattr(self.stats, counter) + 1)
         except Exception as exc:  # noqa: BLE001 - logged and counted; a lost write costs a full handshake
             self.stats.store_failures += 1
             log.warning("session store write failed: %s: %s", type(exc).__name__, exc)
-        finally:
-            self._pending_writes -= 1

@@ -10,12 +10,12 @@ from typing import Any
 
 import gevent.socket
 import pytest
-from drivers import DRIVERS, later, never, server_class
 from OpenSSL import crypto
 
 import pausetls
 
 from conftest import make_server_context, stdlib_client_context
+from drivers import later, never
 from health import Watch
 from hook_clients import client_error, fetch_cn, ocsp_response, s_client
 from peers import PeerGroup
@@ -23,17 +23,6 @@ from pki import PKI, Issued
 from reliability import mutual_context, outcome, ping
 
 pytestmark = pytest.mark.timing
-
-
-@pytest.fixture(params=DRIVERS)
-def driver(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def start(start_server: Any, driver: str) -> Any:
-    """``start(ctx, **options)``: an echo server of this driver, stopped at teardown."""
-    return lambda ctx, **options: start_server(ctx, server_class=server_class(driver), **options)
 
 
 def test_a_pausing_verify_admits_the_trusted_client_and_refuses_the_rogue(

@@ -311,3 +311,26 @@ def test_a_session_openssl_discards_is_removed_later_outside_openssl(
         gevent.sleep(0.01)
     assert removed and all(not in_job for _, in_job in removed)
     assert saved == {} and cache.stats.deleted >= 1
+
+
+def test_a_store_that_never_waits_has_the_session_before_the_client_can_offer_it(
+    pki: PKI, server_cert: Issued, driver: str, start: Any, tls_version: int
+) -> None:
+    """MemoryStore is written inside the handshake: a client that reconnects at once resumes, every time."""
+    written_in_handshake: list[bool] = []
+
+    class WatchedStore(MemoryStore):
+        def set(self, key: str, value: bytes, ttl: int) -> None:
+            written_in_handshake.append(pausetls.in_job())  # a deferred write runs outside any job
+            super().set(key, value, ttl)
+
+    ctx = make_server_context(server_cert, tls_version)
+    cache = ctx.set_session_cache(WatchedStore())
+    server = start(ctx)
+    client = stdlib_client_context(pki, version=tls_version, cooperative=True)
+    session, reused = connect_once(server.server_port, client)
+    assert not reused and written_in_handshake == [True]
+    for _ in range(3):
+        session, reused = connect_once(server.server_port, client, session)
+        assert reused
+    assert cache.stats.hits == 3 and cache.stats.misses == 0

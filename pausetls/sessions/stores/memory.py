@@ -35,6 +35,9 @@ class MemoryStore:
     *clock* (default `time.monotonic`) is only there so tests can move time.
     """
 
+    writes_never_wait = True
+    """Nothing here blocks: the session cache writes new sessions inline (see `SessionStore`)."""
+
     def __init__(
         self,
         max_entries: int = DEFAULT_MAX_ENTRIES,
