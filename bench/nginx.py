@@ -7,6 +7,7 @@ read on a second, plain-HTTP port; the harness's own reads are subtracted.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -87,6 +88,18 @@ def _accepts(port: int) -> bool:
         return False
 
 
+def _sessions(cell: Cell, directory: Path) -> str:
+    """nginx's resumption: a ticket key file (80 bytes: name, HMAC and AES-256 keys) for ticket cells,
+    else its shared in-memory cache with tickets off."""
+    if not cell.resumed:
+        return ""
+    if cell.callback == "tickets":
+        key = directory / "ticket.key"
+        key.write_bytes(os.urandom(80))
+        return f"ssl_session_cache off; ssl_session_tickets on; ssl_session_ticket_key {key};"
+    return "ssl_session_cache shared:bench:32m; ssl_session_tickets off;"
+
+
 class NginxServer:
     """One nginx master with one worker for one cell."""
 
@@ -105,7 +118,7 @@ class NginxServer:
             server_chain=pki.server_chain,
             server_key=pki.server_key,
             client_cert=client_cert if cell.client_cert else "",
-            sessions="ssl_session_cache shared:bench:32m; ssl_session_tickets off;" if cell.resumed else "",
+            sessions=_sessions(cell, directory),
         )
         (directory / "nginx.conf").write_text(config)
         argv = [binary, "-p", str(directory), "-c", str(directory / "nginx.conf"), "-e", str(directory / "error.log")]

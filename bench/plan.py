@@ -26,7 +26,10 @@ CALLBACKS = {
     "none": "no callback",
     "verify": "verify callback on the client leaf: sleeps the latency (gevent.sleep / time.sleep), then accepts",
     "session": "session-cache get: sleeps the latency, then reads an in-process MemoryStore",
+    "tickets": "stateless session tickets under a `TicketKeys` ring (nginx: `ssl_session_ticket_key`, no cache)",
+    "memcached": "session cache in a real memcached on loopback (one get per resumption; OP_NO_TICKET)",
 }
+RESUMPTION_KINDS = ("tickets", "memcached")  # the resumption scenario: how a session comes back
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,8 @@ class Cell:
             raise ValueError(f"unknown callback {self.callback!r}")
         if self.mode == "nginx" and self.latency_ms:
             raise ValueError("nginx has no callback to wait in: it runs at zero latency only")
+        if self.mode == "nginx" and self.callback == "memcached":
+            raise ValueError("nginx has no memcached session store")
 
     @property
     def key(self) -> str:
@@ -135,6 +140,20 @@ def _resumed(concurrency: int, latencies: tuple[int, ...], modes: tuple[str, ...
     return Scenario("resumed", f"Resumed handshakes, session-cache get latency, {concurrency} clients", cells)
 
 
+def _resumption(concurrency: int, modes: tuple[str, ...]) -> Scenario:
+    """Server CPU per resumed handshake: stateless tickets against a memcached store, and nginx with a ticket key."""
+    cells = [
+        Cell("resumption", m, concurrency, callback=kind, resumed=True)
+        for m in modes
+        if m in ("pausetls-gevent", "nginx")
+        for kind in RESUMPTION_KINDS
+        if not (m == "nginx" and kind == "memcached")
+    ]
+    return Scenario(
+        "resumption", f"Resumed handshakes: tickets against a memcached store, {concurrency} clients", cells
+    )
+
+
 HOLD_MS = 600_000  # the held scenario's callbacks outlast the cell: the server is killed first
 
 
@@ -146,7 +165,8 @@ def _held(levels: tuple[int, ...], modes: tuple[str, ...]) -> Scenario:
 def quick(modes: tuple[str, ...] = tuple(MODES)) -> Profile:
     """Smoke use: every mode, every kind of cell once, small and short (under 2 minutes)."""
     scenarios = _zero_latency(20, modes)[:1]
-    scenarios += [_concurrency((20, 200), 100, modes), _resumed(20, (10,), modes), _held((300,), modes)]
+    scenarios += [_concurrency((20, 200), 100, modes), _resumed(20, (10,), modes), _resumption(20, modes)]
+    scenarios.append(_held((300,), modes))
     return Profile("quick", warmup_min=0.3, warmup_max=5.0, window=1.0, drain=3.0, quiet_wait=0.0, scenarios=scenarios)
 
 
@@ -156,6 +176,7 @@ def full(modes: tuple[str, ...] = tuple(MODES)) -> Profile:
     scenarios.append(_latency(100, (10,), modes))
     scenarios.append(_concurrency((10, 100, 1000, 2000, 5000), 100, modes))
     scenarios.append(_resumed(100, (0, 10, 100), modes))
+    scenarios.append(_resumption(100, modes))
     scenarios.append(_held((1000, 2000, 5000, 10000), modes))
     return Profile(
         "full", warmup_min=1.0, warmup_max=25.0, window=4.0, drain=25.0, quiet_wait=20.0, scenarios=scenarios

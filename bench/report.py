@@ -45,6 +45,7 @@ COLUMNS = [
     ("errors", "errors"),
     ("counts", "counts_consistent"),
 ]
+RESUMPTION_COLUMNS = [COLUMNS[0], ("resumption", "callback"), ("resumed %", "resumed_pct"), *COLUMNS[1:]]
 HELD_COLUMNS = [
     ("mode", "mode"),
     ("clients", "concurrency"),
@@ -99,11 +100,13 @@ def add_floor_multiples(results: Results) -> None:
             result["floor_multiple"] = cpu / floor_for(result["cell"], results["crypto_floor"])
 
 
-def _find(results: Results, scenario: str, mode: str, concurrency: int | None = None) -> Results | None:
+def _find(
+    results: Results, scenario: str, mode: str, concurrency: int | None = None, callback: str | None = None
+) -> Results | None:
     for result in results["cells"]:
         cell = result["cell"]
         if cell["scenario"] == scenario and cell["mode"] == mode and "skipped" not in result:
-            if concurrency is None or cell["concurrency"] == concurrency:
+            if (concurrency is None or cell["concurrency"] == concurrency) and callback in (None, cell["callback"]):
                 return result
     return None
 
@@ -192,6 +195,28 @@ def headline(results: Results) -> list[dict[str, Any]]:
             3.0,
             False,
         ),
+        *_resumption_targets(results),
+    ]
+
+
+def _resumption_targets(results: Results) -> list[dict[str, Any]]:
+    """Server CPU per resumed handshake: pausetls's tickets against nginx's, and against a memcached store."""
+    tickets, store, nginx = (
+        _find(results, "resumption", mode, callback=kind)
+        for mode, kind in (("pausetls-gevent", "tickets"), ("pausetls-gevent", "memcached"), ("nginx", "tickets"))
+    )
+    cpu = "server_cpu_us_per_handshake"
+    return [
+        _target(
+            "server CPU per resumed handshake, pausetls tickets / nginx tickets", _ratio(tickets, nginx, cpu), 1.3, True
+        ),
+        _target(
+            "server CPU per resumed handshake, pausetls tickets / pausetls memcached store",
+            _ratio(tickets, store, cpu),
+            1.0,
+            True,
+            "below 1: tickets are cheaper",
+        ),
     ]
 
 
@@ -229,7 +254,8 @@ def markdown(results: Results) -> str:
         if not cells:
             continue
         lines += ["", f"## {scenario['title']}", ""]
-        lines += _table(cells, HELD_COLUMNS if scenario["name"] == "held" else COLUMNS)
+        columns = {"held": HELD_COLUMNS, "resumption": RESUMPTION_COLUMNS}.get(scenario["name"], COLUMNS)
+        lines += _table(cells, columns)
     if results["notes"]:
         lines += ["", "## Skipped and stopped", ""] + [f"- {note}" for note in results["notes"]]
     lines += ["", "## How to read it", "", *results["method"]]
@@ -242,7 +268,7 @@ def plot(results: Results, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (rate_axis, rss_axis, held_axis) = plt.subplots(1, 3, figsize=(17, 5))
+    figure, (rate_axis, rss_axis, held_axis, resumption_axis) = plt.subplots(1, 4, figsize=(22, 5))
     for mode in MODES:
         sweep = sorted(
             (r["cell"]["concurrency"], r)
@@ -278,10 +304,21 @@ def plot(results: Results, path: Path) -> None:
     rss_axis.set_xlabel("concurrent clients")
     held_axis.set_xlabel("handshakes paused in a callback (server's own count)")
     machine = results["machine"]
+    _plot_resumption(results, resumption_axis)
     figure.suptitle(f"pausetls benchmark ({results['profile']}), {machine['cpus']} CPUs, {machine['pausetls_openssl']}")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def _plot_resumption(results: Results, axis: Any) -> None:
+    """Bars: server µs per resumed handshake for each (mode, resumption) of the resumption scenario."""
+    cells = [r for r in results["cells"] if r["cell"]["scenario"] == "resumption" and "skipped" not in r]
+    labels = [f"{r['cell']['mode']}\n{r['cell']['callback']}" for r in cells]
+    axis.bar(labels, [r["server_cpu_us_per_handshake"] or 0 for r in cells])
+    axis.set_title("Server CPU per resumed handshake")
+    axis.set_ylabel("µs")
+    axis.grid(True, axis="y", alpha=0.3)
 
 
 def write(results: Results, out_dir: Path) -> dict[str, Path]:

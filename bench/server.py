@@ -27,7 +27,7 @@ from typing import Any
 
 import pausetls
 from bench.plan import THREAD_POOLS, Cell
-from pausetls.stores import MemoryStore
+from pausetls.stores import MemoryStore, store_from_url
 
 RESPONSE = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
 BACKLOG = 4096
@@ -60,7 +60,9 @@ def sleeping_verify(delay: float, sleep: Callable[[float], Any]) -> Callable[...
     return verify
 
 
-def pausetls_context(cell: Cell, pki: dict[str, str], sleep: Callable[[float], Any]) -> pausetls.Context:
+def pausetls_context(
+    cell: Cell, pki: dict[str, str], sleep: Callable[[float], Any], store_url: str = ""
+) -> pausetls.Context:
     ctx = pausetls.Context(pausetls.TLS_SERVER_METHOD)
     ctx.use_certificate_chain_file(pki["server_chain"])
     ctx.use_privatekey_file(pki["server_key"])
@@ -71,6 +73,10 @@ def pausetls_context(cell: Cell, pki: dict[str, str], sleep: Callable[[float], A
         ctx.set_verify(pausetls.VERIFY_PEER | pausetls.VERIFY_FAIL_IF_NO_PEER_CERT, callback)
     if cell.callback == "session":
         ctx.set_session_cache(SlowMemoryStore(delay, sleep), timeout=STORE_TIMEOUT)
+    elif cell.callback == "tickets":
+        ctx.set_ticket_keys(pausetls.TicketKeys.generate())
+    elif cell.callback == "memcached":
+        ctx.set_session_cache(store_from_url(store_url, timeout=STORE_TIMEOUT), timeout=STORE_TIMEOUT)
     return ctx
 
 
@@ -140,7 +146,9 @@ class StdlibAnchor:
             tls.close()
 
 
-def build(cell: Cell, pki: dict[str, str]) -> tuple[Any, Callable[[], dict[str, int]], Callable[[], None]]:
+def build(
+    cell: Cell, pki: dict[str, str], store_url: str = ""
+) -> tuple[Any, Callable[[], dict[str, int]], Callable[[], None]]:
     """(server, stats function, run-forever function) for *cell*'s mode."""
     if cell.mode == "stdlib-gevent":
         anchor = StdlibAnchor(cell, pki)
@@ -150,7 +158,7 @@ def build(cell: Cell, pki: dict[str, str]) -> tuple[Any, Callable[[], dict[str, 
     if cell.mode == "pausetls-gevent":
         import gevent
 
-        context = pausetls_context(cell, pki, gevent.sleep)
+        context = pausetls_context(cell, pki, gevent.sleep, store_url)
         server = pausetls.TLSServer(_gevent_listener(), answer, context=context, handshake_timeout=HANDSHAKE_TIMEOUT)
         server.start()
         return (
@@ -158,7 +166,7 @@ def build(cell: Cell, pki: dict[str, str]) -> tuple[Any, Callable[[], dict[str, 
             lambda: {**server.stats.as_dict(), "greenlets": _alive(server.pool), "paused": _paused()},
             _run_hub,
         )
-    context = pausetls_context(cell, pki, time.sleep)
+    context = pausetls_context(cell, pki, time.sleep, store_url)
     threaded = pausetls.ThreadedTLSServer(
         ("127.0.0.1", 0),
         answer,
@@ -206,7 +214,7 @@ def _control(stats: Callable[[], dict[str, int]]) -> None:
 def main() -> None:
     config = json.loads(sys.argv[1])
     cell = Cell(**config["cell"])
-    server, stats, run = build(cell, config["pki"])
+    server, stats, run = build(cell, config["pki"], config.get("store_url", ""))
     os.write(1, f"READY {server.server_port}\n".encode())
     threading.Thread(target=_control, args=(stats,), name="bench-control", daemon=True).start()
     run()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bench.children import Child, ChildError, python_module_argv
+from bench.memcached import MEMCACHED_MISSING, Memcached, find_memcached
 from bench.nginx import NginxServer
 from bench.pki import BenchPKI
 from bench.plan import Cell
@@ -33,7 +34,17 @@ class PythonServer:
     """A `bench.server` child process serving one cell."""
 
     def __init__(self, cell: Cell, pki: BenchPKI, log_dir: Path) -> None:
-        config = {"cell": cell.as_dict(), "pki": {k: str(v) for k, v in asdict(pki).items()}}
+        self.memcached = None
+        if cell.callback == "memcached":
+            binary = find_memcached()
+            if binary is None:
+                raise ChildError(MEMCACHED_MISSING)
+            self.memcached = Memcached(binary, log_dir)
+        config = {
+            "cell": cell.as_dict(),
+            "pki": {k: str(v) for k, v in asdict(pki).items()},
+            "store_url": self.memcached.url if self.memcached else "",
+        }
         log = tempfile.TemporaryFile(dir=log_dir)
         self.child = Child(python_module_argv("bench.server", json.dumps(config)), f"{cell.mode} server", log)
         try:
@@ -41,7 +52,7 @@ class PythonServer:
             if not ready.startswith("READY "):
                 raise ChildError(f"{self.child.name} said {ready!r}: {self.child.stderr_tail()}")
         except ChildError:
-            self.child.stop()
+            self.stop()
             raise
         self.port = int(ready.split()[1])
 
@@ -54,6 +65,8 @@ class PythonServer:
 
     def stop(self) -> None:
         self.child.stop()
+        if self.memcached is not None:
+            self.memcached.stop()
 
 
 def start_server(cell: Cell, pki: BenchPKI, work_dir: Path, nginx: str | None, nofile: int) -> ServerUnderTest:

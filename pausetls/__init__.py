@@ -45,6 +45,8 @@ from .core.errors import (
 )
 from .core.session import Session
 from .core.tls_socket import TLSSocket
+from .sessions.stored_tickets import StoredTicketKeys
+from .sessions.tickets import TicketKeys
 
 if TYPE_CHECKING:
     from .drivers.gevent import GeventDriver, gevent_driver
@@ -110,6 +112,8 @@ __all__ = [
     "Session",
     "SessionStoreError",
     "SysCallError",
+    "StoredTicketKeys",
+    "TicketKeys",
     "TLSError",
     "TLSServer",
     "TLSSocket",

@@ -34,9 +34,11 @@ from ..servers.info_page import TLSInfoHandler, application
 from ..servers.prefork import run_workers
 from ..sessions.sealing import SessionSealer
 from ..sessions.stores import store_from_url
+from ..sessions.tickets import TicketKeys
 from ._selfsigned import SELF_SIGNED_NAMES, self_signed_files
 from .bench_command import add_bench_parser
 from .guidance import check_files, warn_at_start
+from .keys_command import add_keys_parser
 
 __all__ = ["main", "build_parser", "server_context"]
 
@@ -95,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve_parser(commands)
     add_bench_parser(commands)
+    add_keys_parser(commands)
     return parser
 
 
@@ -151,8 +154,24 @@ def _add_serve_parser(commands: Any) -> None:
     serve.add_argument(
         "--session-key-file",
         metavar="FILE",
-        help="File of 'id:hex-key' lines (AES-256) sealing the sessions in the store; the last line seals, "
-        "all open. Servers sharing a store need the same file; without it a key is made at start.",
+        help="Key file sealing the sessions in the store (AES-256-GCM), made with 'pausetls keys new FILE' "
+        "(format: 'pausetls keys --help'); the last key seals, all open. Servers sharing a store need the "
+        "same file; without it a key is made at start.",
+    )
+    serve.add_argument(
+        "--ticket-key-file",
+        metavar="FILE",
+        help="Issue stateless session tickets (TLS 1.2 and 1.3) under keys derived from this key file "
+        "(made with 'pausetls keys new FILE'); servers given the same file resume each other's tickets. "
+        "SIGHUP reloads it (after 'pausetls keys rotate FILE'). Without it, TLS 1.3 resumes through "
+        "--session-store.",
+    )
+    serve.add_argument(
+        "--ticket-key-max-age",
+        type=_seconds,
+        metavar="SECONDS",
+        help="Tickets under a key older than this (that no longer encrypts) give full handshakes "
+        "(default: kept until removed from the file).",
     )
     serve.add_argument(
         "--session-timeout",
@@ -230,6 +249,7 @@ def _serve(args: argparse.Namespace) -> int:
             _install_session_cache(args, context)
             if args.keylog is not None:
                 context.keylog_filename = args.keylog
+            _install_ticket_keys(args, context)
             listener = WSGIServer.get_listener((args.host, args.port), family=_family(args.host))
         except (Error, OSError, ValueError, ImportError) as exc:  # ImportError: a store's client library
             print(f"pausetls: error: {exc}", file=sys.stderr)
@@ -258,7 +278,13 @@ def _serve_on(
         handler_class=TLSInfoHandler,
     )
     server.start()
-    _run_until_signalled(server, args.stop_timeout, lambda: _print_counters(server, name, "running"), ready)
+    _run_until_signalled(
+        server,
+        args.stop_timeout,
+        lambda: _print_counters(server, name, "running"),
+        lambda: _reload_keys(context),
+        ready,
+    )
     _print_counters(server, name, "stopped")
     return 0
 
@@ -268,6 +294,8 @@ def _print_counters(server: WSGIServer, name: str, state: str) -> None:
     cache = server.context.session_cache
     if cache is not None:
         counters["sessions"] = cache.stats.as_dict()
+    if server.context.ticket_keys is not None:
+        counters["tickets"] = server.context.ticket_keys.stats.as_dict()
     who = f" {name}" if name else ""
     print(f"pausetls{who}: {state}; counters: {json.dumps(counters)}", flush=True)
 
@@ -280,6 +308,23 @@ def _install_session_cache(args: argparse.Namespace, context: Context) -> None:
     context.set_session_cache(store, timeout=args.session_timeout, sealer=sealer)
     if args.session_id_context is not None:
         context.set_session_id(args.session_id_context)
+
+
+def _install_ticket_keys(args: argparse.Namespace, context: Context) -> None:
+    if args.ticket_key_file:
+        context.set_ticket_keys(TicketKeys.from_file(args.ticket_key_file, max_age=args.ticket_key_max_age))
+
+
+def _reload_keys(context: Context) -> None:
+    """SIGHUP: read the ticket key file again; a file that does not load leaves the keys in use."""
+    keys = context.ticket_keys
+    if not isinstance(keys, TicketKeys) or keys.path is None:
+        log.info("SIGHUP: no --ticket-key-file to reload")
+        return
+    try:
+        keys.reload()
+    except (OSError, ValueError) as exc:
+        log.warning("SIGHUP: %s; the ticket keys in use stay", exc)
 
 
 def _family(host: str) -> int:
@@ -325,10 +370,14 @@ def _select_alpn(conn: TLSSocket, offered: list[bytes]) -> bytes | None:
 
 
 def _run_until_signalled(
-    server: WSGIServer, stop_timeout: float, report: Callable[[], None], ready: Callable[[], None]
+    server: WSGIServer,
+    stop_timeout: float,
+    report: Callable[[], None],
+    reload: Callable[[], None],
+    ready: Callable[[], None],
 ) -> None:
     """Serve until SIGINT or SIGTERM (the signal's greenlet stops the server, giving connections
-    *stop_timeout* seconds); SIGUSR1 calls *report*; *ready* once the handlers are in place."""
+    *stop_timeout* seconds); SIGUSR1 calls *report*, SIGHUP *reload*; *ready* once the handlers are in place."""
     stopped = Event()
 
     def stop(signum: int) -> None:
@@ -341,6 +390,7 @@ def _run_until_signalled(
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     handlers = [gevent.signal_handler(signum, stop, signum) for signum in previous]
     handlers.append(gevent.signal_handler(signal.SIGUSR1, report))
+    handlers.append(gevent.signal_handler(signal.SIGHUP, reload))
     ready()
     try:
         stopped.wait()

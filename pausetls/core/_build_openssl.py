@@ -325,6 +325,28 @@ extern "Python" int pausetls_alpn_select_cb(SSL *, const unsigned char **,
 /* keylog (NSS key log lines, for Wireshark): never pauses, see pausetls/core/_keylog.py */
 void SSL_CTX_set_keylog_callback(SSL_CTX *, void (*)(const SSL *, const char *));
 extern "Python" void pausetls_keylog_cb(const SSL *, const char *);
+/* -- stateless session tickets (pausetls/sessions/tickets.py, _callbacks.pausetls_ticket_key_cb) -- */
+typedef ... EVP_CIPHER_CTX;
+typedef ... EVP_MAC_CTX;
+extern "Python" int pausetls_ticket_key_cb(SSL *, unsigned char *, unsigned char *, EVP_CIPHER_CTX *,
+    EVP_MAC_CTX *, int);
+int SSL_CTX_set_tlsext_ticket_key_evp_cb(SSL_CTX *, int (*)(SSL *, unsigned char *, unsigned char *,
+    EVP_CIPHER_CTX *, EVP_MAC_CTX *, int));
+static const int PAUSETLS_TICKET_KEY_NAME_BYTES;
+uint64_t SSL_CTX_clear_options(SSL_CTX *, uint64_t);
+typedef int SSL_TICKET_STATUS;
+typedef int SSL_TICKET_RETURN;
+static const int SSL_TICKET_SUCCESS;
+static const int SSL_TICKET_SUCCESS_RENEW;
+static const int SSL_TICKET_RETURN_IGNORE_RENEW;
+static const int SSL_TICKET_RETURN_USE;
+static const int SSL_TICKET_RETURN_USE_RENEW;
+extern "Python" SSL_TICKET_RETURN pausetls_ticket_decrypted_cb(SSL *, SSL_SESSION *, const unsigned char *, size_t,
+    SSL_TICKET_STATUS, void *);
+int SSL_CTX_set_session_ticket_cb(SSL_CTX *, int (*)(SSL *, void *),
+    SSL_TICKET_RETURN (*)(SSL *, SSL_SESSION *, const unsigned char *, size_t, SSL_TICKET_STATUS, void *), void *);
+int pausetls_ticket_init(EVP_CIPHER_CTX *, EVP_MAC_CTX *, const unsigned char *, const unsigned char *,
+    unsigned char *, int);
 """
 
 SOURCE = r"""
@@ -552,6 +574,31 @@ end:
     X509_STORE_CTX_free(sctx);
     sk_X509_pop_free(untrusted, X509_free);
     return result;
+}
+/* -- stateless session tickets ----------------------------------------------------------------
+ * The ticket key callback (SSL_CTX_set_tlsext_ticket_key_evp_cb) gets its 16-byte key name and
+ * the two keys from Python; this sets up what OpenSSL seals the ticket with: AES-256-CBC under
+ * *aes_key* with a fresh random IV when encrypting (the IV given when decrypting), and
+ * HMAC-SHA256 under *hmac_key* (OpenSSL's own ticket format, the one nginx and Go use too).
+ * Returns 1, or 0 on failure (no ticket, or a full handshake: never a fatal error). */
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/core_names.h>
+#define PAUSETLS_TICKET_KEY_NAME_BYTES 16
+
+static int pausetls_ticket_init(EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, const unsigned char *aes_key,
+                                const unsigned char *hmac_key, unsigned char *iv, int enc)
+{
+    OSSL_PARAM params[3];
+
+    if (enc && RAND_bytes(iv, 16) <= 0)
+        return 0;
+    params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)hmac_key, 32);
+    params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
+    params[2] = OSSL_PARAM_construct_end();
+    if (!EVP_CipherInit_ex(cctx, EVP_aes_256_cbc(), NULL, aes_key, iv, enc))
+        return 0;
+    return EVP_MAC_CTX_set_params(hctx, params) ? 1 : 0;
 }
 """
 

@@ -150,6 +150,10 @@ def _session_ids(session: Any) -> tuple[bytes, bytes]:
     return bytes(ffi.buffer(ctx, length[0])), session_id
 
 
+def _is_tls13(ssl: Any) -> bool:
+    return bool(lib.SSL_version(ssl) == lib.TLS1_3_VERSION)
+
+
 def _session_from_der(der: bytes) -> Any:
     return lib.d2i_SSL_SESSION(ffi.NULL, ffi.new("const unsigned char **", ffi.from_buffer(der)), len(der))
 
@@ -196,7 +200,8 @@ def pausetls_session_new_cb(ssl: Any, session: Any) -> int:
     if conn is not None and not conn.server_side:
         return _keep_client_session(conn, session)
     cache = None if conn is None else conn.session_context.session_cache
-    if conn is not None and cache is not None:
+    stateless = conn is not None and conn.session_context.ticket_keys is not None and _is_tls13(ssl)
+    if conn is not None and cache is not None and not stateless:  # a stateless TLS 1.3 ticket needs no store
         sid_ctx, session_id = _session_ids(session)
         ttl = int(lib.SSL_SESSION_get_timeout(session))
         cache.save_later(conn.driver, sid_ctx, session_id, session_der(session), ttl)
@@ -210,6 +215,61 @@ def _keep_client_session(conn: TLSSocket, session: Any) -> int:
         return 0
     cache.add(key, Session(session))  # the Session frees the reference OpenSSL handed over
     return 1
+
+
+@ffi.def_extern(onerror=_report)
+def pausetls_ticket_key_cb(ssl: Any, key_name: Any, iv: Any, cipher_ctx: Any, mac_ctx: Any, enc: int) -> int:
+    """The ticket key callback (``SSL_CTX_set_tlsext_ticket_key_evp_cb``); its lookups may pause.
+
+    Encrypting: 1 (a ticket under the ring's current key) or 0 (no ticket).
+    Decrypting (``tls_decrypt_ticket``): 1 resumes, 2 resumes and renews the
+    ticket (a key that no longer encrypts; always under TLS 1.3), 0 is a full
+    handshake.  Never -1, which OpenSSL makes a fatal error: a ring that cannot
+    answer must only cost a full handshake.
+    """
+    conn = connection_of(ssl)
+    ring = None if conn is None else conn.session_context.ticket_keys
+    if conn is None or ring is None:
+        return 0
+    job = _job_of(conn)
+    if enc:
+        ran, key = job.run_callback("ticket_keys", True, ring.for_encryption, conn.driver)
+        if not ran or key is None:
+            return 0
+        ffi.memmove(key_name, key.name, lib.PAUSETLS_TICKET_KEY_NAME_BYTES)
+        return int(lib.pausetls_ticket_init(cipher_ctx, mac_ctx, key.aes_key, key.hmac_key, iv, 1))
+    name = bytes(ffi.buffer(key_name, lib.PAUSETLS_TICKET_KEY_NAME_BYTES))
+    ran, found = job.run_callback("ticket_keys", True, ring.for_decryption, conn.driver, name)
+    if not ran or found is None:
+        return 0
+    key, renew = found
+    if not lib.pausetls_ticket_init(cipher_ctx, mac_ctx, key.aes_key, key.hmac_key, iv, 0):
+        return 0
+    # TLS 1.3: OpenSSL sends new tickets after a resumption only when told to renew
+    # (tls_decrypt_ticket sets ticket_expected for SSL_TICKET_SUCCESS_RENEW), and clients
+    # (browsers, CPython) use each ticket once: without one they would resume only once
+    return 2 if renew or _is_tls13(ssl) else 1
+
+
+@ffi.def_extern(onerror=_report, error=lib.SSL_TICKET_RETURN_IGNORE_RENEW)  # 0 would abort the handshake
+def pausetls_ticket_decrypted_cb(ssl: Any, session: Any, key_name: Any, length: int, status: int, arg: Any) -> int:
+    """``SSL_CTX_set_session_ticket_cb``'s decrypt callback: the session a ticket held, before OpenSSL uses it.
+
+    A ticket made for another server name than the client asks for now is
+    ignored (a full handshake, with a new ticket), as a stored session for
+    another name is a miss; never pauses.  Keeps OpenSSL's renew decision.
+    """
+    if status not in (lib.SSL_TICKET_SUCCESS, lib.SSL_TICKET_SUCCESS_RENEW):
+        return int(lib.SSL_TICKET_RETURN_IGNORE_RENEW)  # none, or not ours: OpenSSL's own answer to these
+    conn = connection_of(ssl)
+    ring = None if conn is None else conn.session_context.ticket_keys
+    if conn is None or not same_server_name(session, conn.requested_server_name):
+        if ring is not None:
+            ring.stats.other_name += 1
+        return int(lib.SSL_TICKET_RETURN_IGNORE_RENEW)
+    if ring is not None:
+        ring.stats.resumed += 1
+    return int(lib.SSL_TICKET_RETURN_USE_RENEW if status == lib.SSL_TICKET_SUCCESS_RENEW else lib.SSL_TICKET_RETURN_USE)
 
 
 @ffi.def_extern(onerror=_report)

@@ -10,6 +10,7 @@ from OpenSSL import crypto
 
 from ..sessions.cache import CallbackBackend, SessionCache, StoreBackend
 from ..sessions.sealing import SessionSealer
+from ..sessions.tickets import TicketKeyRing
 from . import _live
 from ._binding import drain_error_queue, ffi, lib
 from ._certs import CertificateLike, PrivateKeyLike, new_x509, use_pkey, use_x509
@@ -117,6 +118,8 @@ class Context:
         self._client_ca_list_chosen = False
         self.session_cache: SessionCache | None = None
         self.client_session_cache: ClientSessionCache | None = None
+        self.ticket_keys: TicketKeyRing | None = None
+        self._tickets_per_handshake = 2
         self._session_id = b""
         self._session_id_chosen = False
         self._lazy_trust_sources: list[bytes] = []  # capath directories: their certificates load on demand
@@ -497,8 +500,7 @@ class Context:
         self.session_cache = cache
         if keep_sessions_on_eof:
             self.set_options(lib.SSL_OP_IGNORE_UNEXPECTED_EOF)
-        self.set_options(lib.SSL_OP_NO_TICKET)
-        lib.SSL_CTX_set_num_tickets(self._ctx, 1)  # one stateful ticket: one store write per handshake
+        self._apply_resumption_policy()
         lib.SSL_CTX_set_session_cache_mode(self._ctx, mode)
         lib.SSL_CTX_sess_set_get_cb(self._ctx, lib.pausetls_session_get_cb)
         lib.SSL_CTX_sess_set_new_cb(self._ctx, lib.pausetls_session_new_cb)
@@ -523,6 +525,58 @@ class Context:
         lib.SSL_CTX_set_session_cache_mode(self._ctx, lib.SSL_SESS_CACHE_CLIENT | lib.SSL_SESS_CACHE_NO_INTERNAL_STORE)
         lib.SSL_CTX_sess_set_new_cb(self._ctx, lib.pausetls_session_new_cb)
         return cache
+
+    def set_ticket_keys(self, keys: TicketKeyRing, *, tickets_per_handshake: int = 2) -> None:
+        """Server: stateless session tickets (TLS 1.2 RFC 5077 and TLS 1.3) encrypted with *keys*.
+
+        *keys* is a `pausetls.TicketKeys` (a ``pausetls keys`` file: every
+        process given the same file resumes the others' tickets) or a
+        store-backed `pausetls.StoredTicketKeys`, whose lookups pause the
+        handshake.  The newest key encrypts; a ticket under an older key
+        resumes and is renewed.  A key the ring does not have (or cannot get
+        in time) is a full handshake, never a failure.
+
+        With a session cache too (`set_session_cache`): TLS 1.3 and TLS 1.2
+        clients that support tickets resume by ticket, other TLS 1.2 clients
+        by session id through the store.  See `_apply_resumption_policy`.
+        TLS 1.3 sends *tickets_per_handshake* tickets after each handshake.
+        """
+        self.ticket_keys = keys
+        self._tickets_per_handshake = tickets_per_handshake
+        _check(
+            lib.SSL_CTX_set_tlsext_ticket_key_evp_cb(self._ctx, lib.pausetls_ticket_key_cb),
+            "cannot install the ticket key callback",
+        )
+        _check(
+            lib.SSL_CTX_set_session_ticket_cb(self._ctx, ffi.NULL, lib.pausetls_ticket_decrypted_cb, ffi.NULL),
+            "cannot install the ticket session callback",
+        )
+        self._apply_resumption_policy()
+
+    def _apply_resumption_policy(self) -> None:
+        """How sessions resume, from what is installed (in either order):
+
+        * ticket keys: stateless tickets under them (``OP_NO_TICKET`` cleared);
+          a session cache, if any, serves TLS 1.2 clients without ticket support;
+        * a session cache only: ``OP_NO_TICKET``, so TLS 1.2 resumes by session
+          id and TLS 1.3 by one *stateful* ticket, both through the store;
+        * neither: OpenSSL's defaults (stateless tickets under a key made per
+          ``SSL_CTX``: resumption on this Context only).
+        """
+        if self.ticket_keys is not None:
+            lib.SSL_CTX_clear_options(self._ctx, lib.SSL_OP_NO_TICKET)
+            lib.SSL_CTX_set_num_tickets(self._ctx, self._tickets_per_handshake)
+        elif self.session_cache is not None:
+            self.set_options(lib.SSL_OP_NO_TICKET)
+            lib.SSL_CTX_set_num_tickets(self._ctx, 1)  # one stateful ticket: one store write per handshake
+
+    def bind_resumption(self, driver: Driver) -> None:
+        """Bind the session cache and the ticket keys (what waits on a store) to the *driver* of the server
+        this context is given to; `ValueError` if one already serves another driver."""
+        if self.session_cache is not None:
+            self.session_cache.bind(driver)
+        if self.ticket_keys is not None:
+            self.ticket_keys.bind(driver)
 
     def set_timeout(self, timeout: int) -> int:
         """Session lifetime in seconds; returns the previous one."""

@@ -89,8 +89,7 @@ class Server:
         max_handshakes: int | None = None,
         limit: int = _STREAM_LIMIT,
     ) -> None:
-        if context.session_cache is not None:
-            context.session_cache.bind(asyncio_driver)  # its deferred writes run as tasks on this loop
+        context.bind_resumption(asyncio_driver)  # the session cache's deferred writes run as tasks on this loop
         self._loop = asyncio.get_running_loop()
         self._cb = client_connected_cb
         self._sockets = sockets

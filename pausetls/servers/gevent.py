@@ -96,8 +96,7 @@ class TLSServer(StreamServer):  # type: ignore[misc]
         if overload not in ("backlog", "refuse"):
             raise ValueError('overload is "backlog" or "refuse"')
         context, self.tls_options = tls
-        if context.session_cache is not None:
-            context.session_cache.bind(gevent_driver)  # its deferred writes run on this hub
+        context.bind_resumption(gevent_driver)  # the session cache's deferred writes run on this hub
         self.context = context
         self.handshake_timeout = handshake_timeout
         self.max_handshakes = max_handshakes

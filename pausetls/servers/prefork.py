@@ -139,6 +139,8 @@ class _Supervisor:
 
         previous = {signum: signal.signal(signum, stop) for signum in _STOP_SIGNALS}
         previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        # SIGHUP (reload the ticket keys) is the workers' business: pass it on
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda signum, frame: self._signal_workers(signum))
         previous_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         try:
             yield
@@ -150,7 +152,7 @@ class _Supervisor:
     def _start(self, slot: _Slot, after: float | None = None) -> None:
         # Stop signals and SIGCHLD stay blocked across fork: the child must not run the parent's
         # handlers, and a stop signal sent early reaches the worker once it can stop gracefully.
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {*_STOP_SIGNALS, signal.SIGCHLD})
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {*_STOP_SIGNALS, signal.SIGCHLD, signal.SIGHUP})
         try:
             pid = gevent.os.fork_gevent()  # re-initialises gevent's hub in the child
             if pid == 0:
@@ -273,9 +275,10 @@ class _Supervisor:
             os._exit(code)
 
     def _forget_supervisor(self) -> None:
-        """Undo the parent's signal handling and close its pipes (stop signals stay blocked)."""
+        """Undo the parent's signal handling and close its pipes (stop signals and SIGHUP stay blocked)."""
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)  # the worker's own handler comes before it is ready
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})

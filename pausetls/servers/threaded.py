@@ -80,8 +80,7 @@ class ThreadedTLSServer:
         context, self.tls_options = server_context("ThreadedTLSServer", context, ssl_context, ssl_args)
         if pool_size is not None and (isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1):
             raise ValueError(f"pool_size must be None (a thread per connection) or an int >= 1, not {pool_size!r}")
-        if context.session_cache is not None:
-            context.session_cache.bind(thread_driver)  # a cache bound to gevent would block these threads
+        context.bind_resumption(thread_driver)  # a cache bound to gevent would block these threads
         self.context = context
         self.handshake_timeout = handshake_timeout
         self.pool_size = pool_size

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .key_file import new_key, read_key_file
+
 __all__ = ["SealError", "SessionSealer", "store_key"]
 
 _MAGIC = b"PTS1"
@@ -55,26 +57,14 @@ class SessionSealer:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> SessionSealer:
-        """Keys from a file of ``id:hex-key`` lines; the last line is the current key."""
-        keys: dict[int, bytes] = {}
-        last = None
-        with open(path, encoding="ascii") as f:
-            for number, line in enumerate(f, 1):
-                line = line.strip()
-                if not line or line.startswith("#"):
-                    continue
-                key_id, _, hex_key = line.partition(":")
-                try:
-                    keys[int(key_id)] = bytes.fromhex(hex_key)
-                except ValueError:
-                    raise ValueError(f"{path}:{number}: expected 'id:hex-key'") from None
-                last = int(key_id)
-        return cls(keys, last)
+        """Keys from a `pausetls keys` file (`pausetls.sessions.key_file`); the last line is the current key."""
+        keys = read_key_file(path)
+        return cls({key.id: key.secret for key in keys}, keys[-1].id)
 
     @staticmethod
     def new_key_line(key_id: int) -> str:
-        """A line for a key file: ``id:hex`` of a fresh random key."""
-        return f"{key_id}:{AESGCM.generate_key(bit_length=256).hex()}"
+        """A line for a key file: a fresh random key made now (``pausetls keys new FILE`` writes a whole file)."""
+        return new_key(key_id).line()
 
     def add_key(self, key_id: int, key: bytes) -> None:
         if not 0 <= key_id <= 255:

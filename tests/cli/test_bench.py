@@ -86,6 +86,25 @@ def test_resumed_cells_resume(mode: str, bench_pki: BenchPKI, load: LoadGenerato
     assert server["resumed"] == clients["resumed"] == CLIENTS * (PER_CLIENT - 1)
 
 
+@pytest.mark.parametrize(
+    ("mode", "kind"), [("pausetls-gevent", "tickets"), ("pausetls-gevent", "memcached"), ("nginx", "tickets")]
+)
+def test_resumption_cells_count_what_their_clients_report(
+    mode: str, kind: str, bench_pki: BenchPKI, load: LoadGenerator, work: Path
+) -> None:
+    if kind == "memcached":
+        require_binary("memcached")
+    server, clients = run_counted(Cell("resumption", mode, CLIENTS, callback=kind, resumed=True), bench_pki, load, work)
+    assert clients["errors"] == {}, clients["error_samples"]
+    assert server["handshakes_completed"] == clients["ok"] == CLIENTS * PER_CLIENT
+    if kind == "tickets":  # no deferred write: every connection after a client's first resumes
+        assert clients["resumed"] == CLIENTS * (PER_CLIENT - 1)
+    else:  # the store's write is deferred (see test_resumed_cells_resume)
+        assert clients["resumed"] >= CLIENTS * (PER_CLIENT // 2)
+    if mode != "nginx":
+        assert server["resumed"] == clients["resumed"]
+
+
 def test_a_measured_cell_and_its_report(bench_pki: BenchPKI, load: LoadGenerator, work: Path) -> None:
     pytest.importorskip("matplotlib", reason="the plot needs the bench extra: pip install '.[bench]'")
     profile = Profile("test", warmup_min=0.2, warmup_max=2.0, window=0.5, drain=2.0)

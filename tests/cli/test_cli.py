@@ -45,6 +45,8 @@ OPTIONS = (
     "--session-key-file",
     "--session-timeout",
     "--session-id-context",
+    "--ticket-key-file",
+    "--ticket-key-max-age",
     "--workers",
     "--stop-timeout",
     "--keylog",

@@ -25,7 +25,8 @@ from pki import PKI, Issued
 from reliability import HOST, MUTUAL, client_cert_args, connect_once, mutual_context
 from served import Served, fetch_page, resumed_within, serve, session_key_file
 
-CACHES = ["openssl", "store"]  # OpenSSL's own cache and tickets, or pausetls' session cache
+CACHES = ["openssl", "store", "tickets"]  # OpenSSL's own cache and tickets, pausetls' session cache, or its ticket keys
+FLEET_TICKET_KEYS = pausetls.TicketKeys.generate()  # one ring, as every server of a fleet would share
 
 
 class Handled:
@@ -47,6 +48,8 @@ def resumes(port: int, client: ssl.SSLContext, session: Any, name: str = "localh
 def with_cache(ctx: pausetls.Context, cache: str, store: SessionStore | None = None) -> pausetls.Context:
     if cache == "store":
         ctx.set_session_cache(store or MemoryStore())
+    elif cache == "tickets":
+        ctx.set_ticket_keys(FLEET_TICKET_KEYS)
     return ctx
 
 
@@ -322,7 +325,7 @@ def test_a_session_for_one_virtual_host_does_not_resume_for_another(
     _, reused, answer = connect_once(server.server_port, client, session, "b.test")
     assert not reused
     assert all(name == b"b.test" and not resumed for _, name, resumed in handled.seen), handled.seen
-    if cache == "store":  # the store's session is a miss: a full handshake for b.test
+    if cache in ("store", "tickets"):  # the stored session is a miss, the ticket ignored: a full handshake for b.test
         assert answer == b"x" and len(handled.seen) == 1
     else:  # OpenSSL chose the session before SNI: refused with unrecognized_name
         assert answer == b"" and not handled.seen

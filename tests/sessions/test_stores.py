@@ -102,6 +102,15 @@ def test_overwrite_and_independent_keys(store: SessionStore) -> None:
     assert (store.get(key), store.get("other")) == (b"three", b"two")
 
 
+def test_add_stores_only_an_absent_key(store: Any) -> None:
+    """What `StoredTicketKeys` rotates with: of two nodes adding the same key, one wins."""
+    assert store.add("epoch", b"first", 60) is True
+    assert store.add("epoch", b"second", 60) is False
+    assert store.get("epoch") == b"first"
+    store.delete("epoch")
+    assert store.add("epoch", b"third", 60) is True and store.get("epoch") == b"third"
+
+
 def test_missing_key(store: SessionStore) -> None:
     assert store.get("never-set") is None
     store.delete("never-set")  # deleting a missing key is fine

@@ -47,6 +47,9 @@ class SessionStore(Protocol):
     A store whose operations never wait (`MemoryStore`) says so with
     ``writes_never_wait = True``: the session cache then stores a new session at once,
     inside the handshake, so the client's next connection can resume it.
+    Every store here also has ``add(key, value, ttl) -> bool``, a set only if
+    the key is absent (memcached ``add``, Redis ``SET NX``): `StoredTicketKeys`
+    needs it, the session cache does not.
     """
 
     def get(self, key: str) -> bytes | None: ...

@@ -130,6 +130,16 @@ class RedisCommands:
         if reply is not True:
             raise store_error(self.store_name, self.address, "set", ValueError(f"unexpected reply {reply!r:.60}"))
 
+    def add(self, key: str, value: bytes, ttl: int) -> bool:
+        """SET NX with EX: True if this call stored *key* (it was absent)."""
+        check_key(key)
+        check_value(value)
+        check_ttl(ttl)
+        reply = self._call("add", lambda: self._client.set(key, value, ex=ttl, nx=True))
+        if reply not in (True, None):
+            raise store_error(self.store_name, self.address, "add", ValueError(f"unexpected reply {reply!r:.60}"))
+        return reply is True
+
     def delete(self, key: str) -> None:
         check_key(key)
         self._call("delete", lambda: self._client.delete(key))

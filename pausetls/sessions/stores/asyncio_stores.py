@@ -124,6 +124,13 @@ class AsyncioMemcachedStore(_AwaitingStore):
         if not self._call("set", lambda: self._client.set(key.encode(), value, exptime=ttl)):
             raise store_error(self.store_name, self.address, "set", ValueError("not stored"))
 
+    def add(self, key: str, value: bytes, ttl: int) -> bool:
+        """memcached ``add``: True if this call stored *key* (it was absent)."""
+        check_key(key)
+        check_value(value)
+        check_ttl(ttl)
+        return bool(self._call("add", lambda: self._client.add(key.encode(), value, exptime=ttl)))
+
     def delete(self, key: str) -> None:
         check_key(key)
         self._call("delete", lambda: self._client.delete(key.encode()))

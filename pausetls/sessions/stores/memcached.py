@@ -124,6 +124,13 @@ class MemcachedStore:
 
         self._call("set", store)
 
+    def add(self, key: str, value: bytes, ttl: int) -> bool:
+        """Set *key* only if it is absent (memcached ``add``): True if this call stored it."""
+        check_key(key)
+        check_value(value)
+        expire = _expire(check_ttl(ttl))
+        return bool(self._call("add", lambda client: client.add(key, value, expire=expire, noreply=False)))
+
     def delete(self, key: str) -> None:
         check_key(key)
 

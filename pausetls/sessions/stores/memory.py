@@ -54,7 +54,7 @@ class MemoryStore:
         """Entries dropped to stay within the bounds."""
         self.oversized = 0
         """Values refused because their entry alone exceeds *max_bytes*."""
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant for add (get then set)
         self._closed = False
 
     def get(self, key: str) -> bytes | None:
@@ -88,6 +88,14 @@ class MemoryStore:
                 oldest, (_, evicted) = self._entries.popitem(last=False)
                 self._bytes -= _entry_size(oldest, evicted)
                 self.evicted += 1
+
+    def add(self, key: str, value: bytes, ttl: int) -> bool:
+        """Set *key* only if it is absent or expired: True if this call stored it."""
+        with self._lock:  # reentrant: get and set take it too, and nothing slips in between
+            if self.get(key) is not None:
+                return False
+            self.set(key, value, ttl)
+            return True
 
     def delete(self, key: str) -> None:
         check_key(key)
