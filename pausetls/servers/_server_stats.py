@@ -59,17 +59,18 @@ class ServerStats:
             self.resumed += resumed
 
     def record_failure(self, address: Any, reason: str, counter: str | None) -> None:
-        """One failed handshake: ``handshakes_failed`` and *counter* go up, one log line says why."""
+        """One failed handshake: one log line says why, then ``handshakes_failed`` and *counter* go up
+        (in that order, so whoever sees the count, in another thread too, finds the line)."""
+        log.info("TLS handshake failed: peer=%s reason=%s", peer(address), reason)
         with self._lock:
             self.handshakes_failed += 1
             if counter:
                 setattr(self, counter, getattr(self, counter) + 1)
-        log.info("TLS handshake failed: peer=%s reason=%s", peer(address), reason)
 
     def record_connection_error(self, address: Any, exc: Exception) -> None:
-        """An established connection the peer broke (`is_peer_failure`) under the handler: counted, one log line."""
-        self.add("connection_errors" if isinstance(exc, TLSError) else "socket_errors")
+        """An established connection the peer broke (`is_peer_failure`) under the handler: one log line, counted."""
         log.info("TLS connection failed: peer=%s reason=%s: %s", peer(address), type(exc).__name__, exc)
+        self.add("connection_errors" if isinstance(exc, TLSError) else "socket_errors")
 
     def record_exception(self, address: Any, exc: Exception) -> None:
         """A handshake that raised *exc* (a TLS, socket, callback or timeout error)."""
