@@ -67,6 +67,8 @@ class StoredTicketKeys(TicketKeyRing):
             raise TypeError(f"{store!r} has no add(key, value, ttl): a key ring needs an atomic add")
         if rotate_after <= 0:
             raise ValueError("rotate_after must be positive")
+        if max_age is not None and max_age < rotate_after:
+            raise ValueError("max_age must be at least rotate_after: the current key must decrypt what it encrypts")
         self.store = store
         self.sealer = sealer
         self.rotate_after = rotate_after
@@ -103,7 +105,7 @@ class StoredTicketKeys(TicketKeyRing):
         now = self.clock()
         current = self._epoch(now)
         epoch = int.from_bytes(name[:_EPOCH_BYTES], "big")
-        if epoch > current + _SKEW_EPOCHS or now - epoch * self.rotate_after > self.max_age + self.rotate_after:
+        if epoch > current + _SKEW_EPOCHS or now - epoch * self.rotate_after > self.max_age:
             return None  # retired, or never made: not worth a store round trip
         key = self._keys.get(epoch) or self._fetch(epoch)
         if key is not None and key.name != name and self._may_refetch(epoch, now):

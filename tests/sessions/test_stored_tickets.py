@@ -105,6 +105,8 @@ def test_nodes_rotating_at_once_agree_on_one_key(memcached_server: MemcachedServ
     assert rings[1].for_decryption(pausetls.gevent_driver, first.name) == (first, True)  # renewed
     now[0] += 60 * 5  # beyond max_age (three epochs): retired without asking the store
     assert rings[1].for_decryption(pausetls.gevent_driver, first.name) is None
+    with pytest.raises(ValueError, match="at least rotate_after"):
+        pausetls.StoredTicketKeys(store, master, rotate_after=60, max_age=30)
     store.close()
 
 

@@ -10,6 +10,7 @@ servers that share keys but not their client policy.
 
 from __future__ import annotations
 
+import base64
 import logging
 import ssl
 import time
@@ -251,3 +252,53 @@ def test_key_material_is_never_logged(
     assert "ticket keys reloaded" in caplog.text
     for secret in file_secrets + derived:
         assert secret[:16] not in caplog.text
+
+
+def _tampered(saved: Path, key_name: bytes, offset: int) -> Path:
+    """A copy of s_client's saved session whose ticket has one byte flipped at *offset* (from its end if < 0)."""
+    lines = saved.read_text().split("\n")
+    der = bytearray(base64.b64decode("".join(line for line in lines if line and not line.startswith("-----"))))
+    start = der.find(key_name)  # a ticket begins with the name of the key that encrypted it
+    assert start > 0, "the ticket is in the saved session"
+    der[start + offset if offset >= 0 else start + _der_length_before(der, start) + offset] ^= 0x01
+    body = base64.encodebytes(bytes(der)).decode()
+    out = saved.with_name(f"tampered{offset}.pem")
+    out.write_text(f"-----BEGIN SSL SESSION PARAMETERS-----\n{body}-----END SSL SESSION PARAMETERS-----\n")
+    return out
+
+
+def _der_length_before(der: bytes, start: int) -> int:
+    """The length of the DER OCTET STRING whose contents begin at *start* (short or 1-2 byte long form)."""
+    if der[start - 2] == 0x04:
+        return der[start - 1]
+    if der[start - 2] == 0x81:
+        return der[start - 1]
+    assert der[start - 3] == 0x82, "an OCTET STRING length"
+    return int.from_bytes(der[start - 2 : start], "big")
+
+
+def test_forged_tickets_give_full_handshakes(
+    tmp_path: Path,
+    openssl: str,
+    peers: PeerGroup,
+    pki: PKI,
+    server_cert: Issued,
+    start_server: Any,
+    key_file: Path,
+    tls_version: int,
+) -> None:
+    """From the attacker's side: a ticket with a changed key name, ciphertext or HMAC is never used, and
+    costs the attacker only a full handshake (no failure, nothing for other clients)."""
+    keys = pausetls.TicketKeys.from_file(key_file)
+    ctx = make_server_context(server_cert, tls_version)
+    ctx.set_ticket_keys(keys)
+    server = start_server(ctx, echo_handler)
+    saved = tmp_path / "session.pem"
+    assert b"\nNew, " in _s_client(openssl, peers, pki, server.server_port, tls_version, "-sess_out", str(saved))
+    assert b"\nReused, " in _s_client(openssl, peers, pki, server.server_port, tls_version, "-sess_in", str(saved))
+    for offset, what in ((3, "key name"), (40, "ciphertext"), (-1, "HMAC")):
+        forged = _tampered(saved, keys.current.name, offset)
+        out = _s_client(openssl, peers, pki, server.server_port, tls_version, "-sess_in", str(forged))
+        assert b"\nNew, " in out and b"ping\n" in out, f"{what}: {out.decode(errors='replace')}"
+    assert keys.stats.unknown == 1  # the changed key name; the other two fail OpenSSL's HMAC check
+    assert server.stats.handshakes_failed == 0
