@@ -198,17 +198,37 @@ def test_a_p384_or_p521_key_signs_with_the_scheme_tls13_binds_to_its_curve(
     assert service.schemes == [scheme]
 
 
-def test_tls12_rsa_pkcs1_for_a_client_that_offers_only_it(
-    openssl: str, peers: PeerGroup, pki: PKI, rsa_server_cert: Issued, key_service: KeyService, start_server: Any
+RSA_SCHEMES = [  # what s_client offers alone, and what s_client then reports
+    (TLS12, "rsa_pkcs1_sha384", "Peer signature type: RSA\n", "SHA384"),
+    (TLS12, "rsa_pss_rsae_sha512", "Peer signature type: RSA-PSS\n", "SHA512"),
+    (TLS13, "rsa_pss_rsae_sha384", "Peer signature type: RSA-PSS\n", "SHA384"),
+]
+
+
+@pytest.mark.parametrize(
+    ("tls_version", "scheme", "signature_type", "digest"), RSA_SCHEMES, ids=[row[1] for row in RSA_SCHEMES]
+)
+def test_an_rsa_key_signs_the_one_scheme_a_client_offers(
+    tls_version: int,
+    scheme: str,
+    signature_type: str,
+    digest: str,
+    openssl: str,
+    peers: PeerGroup,
+    pki: PKI,
+    rsa_server_cert: Issued,
+    key_service: KeyService,
+    start_server: Any,
 ) -> None:
+    """PKCS#1 v1.5 (TLS 1.2 only) and PSS with each hash: padding and hash reach the signer as the scheme."""
     key_service.schemes.clear()
     server = start_server(remote_key_context(rsa_server_cert, key_service.signer("rsa")))
-    args = ["-tls1_2", "-sigalgs", "RSA+SHA384", "-CAfile", str(pki.ca_path), "-verify_return_error"]
+    args = [S_FLAG[tls_version], "-sigalgs", scheme, "-CAfile", str(pki.ca_path), "-verify_return_error"]
     code, output = s_client(openssl, peers, server.server_port, *args)
     assert code == 0, output
-    assert "Peer signature type: RSA\n" in output and "Peer signing digest: SHA384" in output
+    assert signature_type in output and f"Peer signing digest: {digest}" in output, output
     assert "Verify return code: 0 (ok)" in output
-    assert key_service.schemes == ["rsa_pkcs1_sha384"]
+    assert key_service.schemes == [scheme]
 
 
 @pytest.mark.parametrize("version", [pausetls.TLS1_2_VERSION, pausetls.TLS1_3_VERSION], ids=["TLSv1.2", "TLSv1.3"])
