@@ -117,6 +117,14 @@ class Peer:
         while view:
             view = view[nb_write(self.process.stdin.fileno(), view) :]
 
+    def offer(self, data: bytes) -> None:
+        """Write ``data`` and close stdin, for a peer that may have exited already (its handshake refused)."""
+        try:
+            self.write(data)
+        except BrokenPipeError:
+            pass  # it is gone before reading its stdin: whether it got anything back is what the caller checks
+        self.close_stdin()
+
     def close_stdin(self) -> None:
         if self.process.stdin is not None and not self.process.stdin.closed:
             self.process.stdin.close()

@@ -31,6 +31,22 @@ def pausetls_env(**extra: str) -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(Path(pausetls.__file__).parent.parent), **extra)
 
 
+def run_pausetls(
+    cwd: Path, *args: str | os.PathLike[str], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m pausetls ARGS`` run in ``cwd``: ``-m`` puts the cwd first on ``sys.path``, and from the
+    checkout its ``pausetls/`` (no compiled binding after ``pip install .``) shadows the installed one."""
+    return subprocess.run(
+        [sys.executable, "-m", "pausetls", *map(os.fspath, args)],
+        cwd=cwd,
+        env=env or pausetls_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 SERVING = re.compile(
     r"^pausetls: serving https://(?P<host>.+):(?P<port>\d+)/ \(OpenSSL (?P<openssl>\d+\.\d+\.\d+\S*)\)$"
 )

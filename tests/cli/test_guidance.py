@@ -9,7 +9,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ import pausetls
 
 from conftest import require_binary
 from pki import Issued
-from served import Served, pausetls_env, session_key_file
+from served import Served, pausetls_env, run_pausetls, session_key_file
 from servers import free_port
 
 WARNING = re.compile(r"^pausetls: warning: ", re.M)
@@ -46,20 +45,6 @@ def serve(started: list[Served], workdir: Path, *args: str | os.PathLike[str]) -
     served = Served([os.fspath(arg) for arg in args], workdir / f"serve{len(started)}")
     started.append(served)
     return served
-
-
-def run_pausetls(
-    cwd: Path, *args: str | os.PathLike[str], env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pausetls", *map(os.fspath, args)],
-        cwd=cwd,
-        env=env or pausetls_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def wait_for_counters(served: Served, pattern: str) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +13,7 @@ from pausetls.cli.main import main
 from pausetls.sealing import SessionSealer
 from pausetls.sessions.key_file import KeyFileError, read_key_file
 
-from served import pausetls_env
+from served import run_pausetls
 
 
 def mode(path: Path) -> int:
@@ -92,14 +90,8 @@ def test_a_missing_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert f"no such file: {tmp_path / 'absent'}" in capsys.readouterr().err
 
 
-def test_help_documents_the_format_and_id_rules() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "pausetls", "keys", "rotate", "--help"],
-        env=pausetls_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+def test_help_documents_the_format_and_id_rules(tmp_path: Path) -> None:
+    result = run_pausetls(tmp_path, "keys", "rotate", "--help")
+    assert result.returncode == 0, result.stderr
     for words in ("ID:HEX:CREATED", "0-255", "LAST line is the current key", "wrapping after 255", "0600", "SIGHUP"):
         assert words in result.stdout

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import re
 import signal
-import subprocess
-import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,20 +16,14 @@ import pausetls
 from conftest import stdlib_client_context
 from peers import PeerGroup
 from pki import PKI, Issued
-from served import Served, fetch_page, pausetls_env
+from served import Served, fetch_page, run_pausetls
 
 RELOADED = re.compile(r"ticket keys reloaded from .*: 2 keys")
 
 
 def keys(*args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "pausetls", "keys", *args],
-        env=pausetls_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    result = run_pausetls(Path(tempfile.gettempdir()), "keys", *args)
+    assert result.returncode == 0, result.stderr
     return result.stdout
 
 

@@ -126,8 +126,7 @@ def test_a_faulty_callback_fails_its_handshake_closed_and_names_itself(
     server = start(ctx)
     since = watch.mark(server)
     hostile = s_client(peers, openssl, pki, client_cert, server.server_port)
-    hostile.write(b"ping\n")
-    hostile.close_stdin()
+    hostile.offer(b"ping\n")
     hostile.wait()
     assert b"ping" not in hostile.stdout.data, hostile.describe()  # nothing came back: the handshake failed
     line = watch.one_failure(server, since, "callback_errors")
