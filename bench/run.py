@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import floor, machine, report
-from bench.cell import Bench, measure, measure_held
+from bench.cell import Bench, measure, measure_data, measure_held, measure_idle
 from bench.children import ChildError
 from bench.loadgen import LoadGenerator
 from bench.nginx import NGINX_MISSING, find_nginx
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark pausetls against thread-per-connection, thread pools, gevent + stdlib ssl and nginx, "
         "on loopback. Writes results.json, results.md and results.png into --out.",
     )
-    parser.add_argument("--quick", action="store_true", help="the smoke profile (under 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="the smoke profile (under 5 minutes)")
     parser.add_argument(
         "--modes", default=",".join(MODES), help=f"comma-separated subset of: {', '.join(MODES)} (default: all)"
     )
@@ -86,6 +86,18 @@ def _select(profile: Profile, scenarios: str | None) -> Profile:
 
 
 def _summary(result: dict[str, Any]) -> str:
+    counts = "" if result.get("counts_consistent", True) else ", SERVER AND CLIENT COUNTS DIFFER"
+    if result["cell"].get("work") == "idle":
+        per = result["rss_per_connection_kib"] or 0
+        growth = result["rss_growth_mib"]
+        return f"{result['established']:.0f} established, RSS +{growth:.1f} MiB ({per:.1f} KiB each)" + counts
+    if "unit" in result:
+        cpu = result["server_cpu_us_per_unit"] or 0
+        return (
+            f"{result['units_per_s']:,.1f} {result['unit']}/s, p50 {result['p50_ms'] or 0:.2f} ms, "
+            f"server {cpu:,.1f} µs per {result['unit']} at {result['server_cpu_pct']:.0f}% CPU "
+            f"(load {result['load_cpu_pct']:.0f}%), {result['errors']} errors" + counts
+        )
     if result["cell"]["scenario"] == "held":
         per = result["rss_per_paused_kib"]
         return f"{result['peak_paused']} paused, RSS +{result['rss_growth_mib']:.1f} MiB" + (
@@ -139,6 +151,8 @@ class Runner:
                 self.notes.append(f"{cell.mode}, {cell.scenario}, {cell.concurrency} clients and up: {reason}")
             return self._skip(cell, reason, progress)
         how = measure_held if cell.scenario == "held" else measure
+        if cell.is_data:
+            how = measure_idle if cell.work == "idle" else measure_data
         try:
             result = how(cell, bench, progress.update)
         except ChildError as exc:
