@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import mmap
 import signal
+import socket
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -50,7 +51,7 @@ class PreforkServer:
         self.cell = cell
         self.workers = workers
         self.context = pausetls_context(cell, pki, gevent.sleep)
-        self.listener = StreamServer.get_listener(("127.0.0.1", 0), backlog=BACKLOG)
+        self.listener = StreamServer.get_listener(("127.0.0.1", 0), backlog=BACKLOG, family=socket.AF_INET)
         self.server_port = self.listener.getsockname()[1]
         self.counters = SharedCounters(workers)
 

@@ -403,7 +403,8 @@ def _plot_data(results: Results, axes: Any) -> None:
     cpu_axis.axhline(1.0, color="grey", linestyle="--", linewidth=1)
     cpu_axis.set_xticks(range(len(DATA_SCENARIOS)), DATA_SCENARIOS)
     cpu_axis.set_title("Server CPU per unit of work / gevent + gevent.ssl's")
-    cpu_axis.legend(fontsize="small")
+    if cpu_axis.containers:
+        cpu_axis.legend(fontsize="small")
     for axis, scenario, key, title in (
         (idle_axis, "idle", "rss_per_connection_kib", "RSS per idle established connection, KiB"),
         (http_axis, "http", "units_per_s", "Keep-alive HTTPS requests/s"),
