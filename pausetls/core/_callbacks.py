@@ -37,11 +37,11 @@ def _report(exc_type: Any, exc: BaseException, tb: Any) -> None:
 def _job_of(conn: TLSSocket) -> Job:
     """The job running the C call that invoked this callback.
 
-    OpenSSL only calls back from inside a call the TLS socket made as a job;
+    OpenSSL only calls back from inside a call the TLS socket made as a job
+    (whose `Job` object is made now if this is the call's first callback);
     anything else gets a job that refuses to pause.
     """
-    job = conn.job
-    return Job.refusing_pauses("out-of-job") if job is None else job
+    return conn.callback_job()
 
 
 def _run_hook(conn: TLSSocket, name: str, callback: Any, *args: Any, returns: tuple[type, ...]) -> tuple[bool, Any]:

@@ -95,6 +95,9 @@ class _Outcome:
         )
 
 
+_DONE = _Outcome(1, _OK, 0, [])  # the answer of most calls: one object for all of them (read-only)
+
+
 class TLSSocket:
     """A TLS connection over *sock*; not connected to the peer until `do_handshake`."""
 
@@ -119,7 +122,8 @@ class TLSSocket:
         self.server_hostname = server_hostname
         self.suppress_ragged_eofs = suppress_ragged_eofs
         self._timeout: float | None = sock.gettimeout()
-        self.job: Job | None = None  # the OpenSSL call in flight (maybe paused); read-only outside this class
+        self.job: Job | None = None  # the job of the OpenSSL call in flight (maybe paused), once it has one
+        self._in_call: Callable[..., int] | None = None  # the OpenSSL call in flight (maybe paused in a callback)
         self._closed = False
         self._close_after_job = False
         self._io_refs = 0
@@ -170,51 +174,79 @@ class TLSSocket:
     # -- the one retry loop ----------------------------------------------
 
     def _call(self, fn: Callable[..., int], *args: Any) -> _Outcome:
-        """Run ``fn(ssl, *args)`` once as a job; re-raise what its callbacks raised."""
-        ssl = self._ssl
+        """Run ``fn(ssl, *args)`` once as this connection's job; re-raise what its callbacks raised.
 
-        def call() -> _Outcome:  # OpenSSL's answer is read before anything else can touch errno or the queue
-            ret = fn(ssl, *args)
-            err_no = ffi.errno
-            error = _OK if ret > 0 else lib.SSL_get_error(ssl, ret)
-            if error == _SSL:
-                self._fatal_error = True
-            return _Outcome(ret, error, err_no, drain_error_queue() if error in (_SSL, _SYSCALL) else [])
-
-        return self._in_job(call)
-
-    def _in_job(self, fn: Callable[[], _T]) -> _T:
-        """Run *fn* as this connection's job (callbacks inside may pause); re-raise what they raised."""
-        if self.job is not None:
+        The `Job` object itself is made only when a callback runs (`callback_job`), unless the driver
+        lets other threads close the connection meanwhile: most reads and writes call back nothing.
+        """
+        if self._in_call is not None:
             raise ConnectionBusyError(
                 "this TLS connection is inside an OpenSSL call started elsewhere (a paused callback); "
                 "wait for it to finish"
             )
-        if self._ssl is None:
+        ssl = self._ssl
+        if ssl is None:
             raise ClosedError()
-        job = Job(fn, owner=self, callbacks=self.callback_count)
-        self.job = job
+        self._in_call = fn
+        if not self.driver.one_thread:
+            self.job = self._join_job(fn)
         try:
-            result: _T = job.run_inline(self.driver.wait)
+            lib.ERR_clear_error()  # nothing else can be trusted to leave the queue empty
+            ret = fn(ssl, *args)
+            err_no = ffi.errno  # OpenSSL's answer is read before anything else can touch errno or the queue
+            if ret > 0:
+                outcome = _DONE if ret == 1 else _Outcome(ret, _OK, err_no, [])
+            else:
+                error = lib.SSL_get_error(ssl, ret)
+                if error == _SSL:
+                    self._fatal_error = True
+                queue = drain_error_queue() if error in (_SSL, _SYSCALL) else []
+                outcome = _Outcome(ret, error, err_no, queue)
         finally:
-            self.job = None
+            job, self.job = self.job, None
+            self._in_call = None
+            if job is not None:
+                job.leave_joined()
             if self._close_after_job:
                 self._real_close()
-        if job.exception is not None:
+        if job is not None and job.exception is not None:
             _raise_from_callback(job)
-        return result
+        return outcome
+
+    def callback_job(self) -> Job:
+        """The job of the C call running the callback that asks (made now if the call had none yet);
+        outside any call of ours, a job that runs callbacks but refuses to pause."""
+        job = self.job
+        if job is None:
+            if self._in_call is None:
+                return Job.refusing_pauses("out-of-job")
+            job = self.job = self._join_job(self._in_call)
+        return job
+
+    def _join_job(self, fn: Callable[..., int]) -> Job:
+        # the queue is not cleared: the call's own errors may be in it (`Job.run_callback` keeps them)
+        return Job.joined(fn, self.driver.wait, owner=self, callbacks=self.callback_count, clear=False)
 
     def _retry(self, fn: Callable[..., int], *args: Any) -> _Outcome:
         """Call until OpenSSL stops asking for socket readiness; honours the socket timeout."""
-        deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        deadline = self._deadline()
         while True:
             outcome = self._call(fn, *args)
-            if outcome.error == _WANT_READ:
-                self._io.wait_readable(_remaining(deadline))
-            elif outcome.error == _WANT_WRITE:
-                self._io.wait_writable(_remaining(deadline))
-            else:
+            if not self._wait_for(outcome, deadline):
                 return outcome
+
+    def _deadline(self) -> float | None:
+        return None if self._timeout is None else time.monotonic() + self._timeout
+
+    def _wait_for(self, outcome: _Outcome, deadline: float | None) -> bool:
+        """Wait for the readiness *outcome* asks for; False if it asks for none (the call is over)."""
+        if outcome.error == _WANT_READ:
+            self._io.wait_readable(_remaining(deadline))
+        elif outcome.error == _WANT_WRITE:
+            self._io.wait_writable(_remaining(deadline))
+        else:
+            return False
+        return True
 
     def _failure(self, outcome: _Outcome, during: str) -> BaseException:
         """The exception for a failed call: verification, truncation, OS error or TLS error."""
@@ -280,13 +312,8 @@ class TLSSocket:
 
     # -- reading ---------------------------------------------------------
 
-    def _read_into(self, cbuf: Any, nbytes: int) -> int:
-        if nbytes <= 0:
-            return 0
-        self._ensure_handshake()
-        outcome = self._retry(lib.SSL_read_ex, cbuf, nbytes, self._nread)
-        if outcome.error == _OK:
-            return int(self._nread[0])
+    def _read_end(self, outcome: _Outcome) -> int:
+        """What a read that OpenSSL answered without data means: 0 at the end of the stream, else raises."""
         if outcome.error == _ZERO_RETURN:
             return 0
         if outcome.is_unexpected_eof() and self.suppress_ragged_eofs:
@@ -296,13 +323,34 @@ class TLSSocket:
     def recv(self, bufsize: int = 1024, flags: int = 0) -> bytes:
         """Up to *bufsize* bytes; b"" at end of stream."""
         _no_flags(flags)
-        cbuf = _allocate("char[]", max(bufsize, 1))
-        return bytes(ffi.buffer(cbuf, self._read_into(cbuf, bufsize)))
+        if bufsize <= 0:
+            return b""
+        if not self.handshake_done:
+            self.do_handshake()
+        deadline = self._deadline()
+        while True:
+            cbuf = _allocate("char[]", bufsize)
+            outcome = self._call(lib.SSL_read_ex, cbuf, bufsize, self._nread)
+            if outcome.error == _OK:
+                return ffi.buffer(cbuf, self._nread[0])[:]  # type: ignore[no-any-return]
+            ffi.release(cbuf)  # not held while waiting: an idle connection blocked in recv(65536) keeps none
+            if not self._wait_for(outcome, deadline):
+                self._read_end(outcome)  # raises, unless the stream ended
+                return b""
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        """Read into *buffer* directly (no copy), up to *nbytes* (0: its size); 0 at end of stream."""
         _no_flags(flags)
         cbuf = ffi.from_buffer(buffer, require_writable=True)
-        return self._read_into(cbuf, nbytes or len(cbuf))
+        nbytes = nbytes or len(cbuf)
+        if nbytes <= 0:
+            return 0
+        if not self.handshake_done:
+            self.do_handshake()
+        outcome = self._retry(lib.SSL_read_ex, cbuf, nbytes, self._nread)
+        if outcome.error == _OK:
+            return int(self._nread[0])
+        return self._read_end(outcome)
 
     def read(self, len: int = 1024, buffer: Any = None) -> Any:  # noqa: A002 - ssl.SSLSocket's name
         if buffer is not None:
@@ -336,7 +384,8 @@ class TLSSocket:
         cbuf = ffi.from_buffer(data)
         if len(cbuf) == 0:
             return 0
-        self._ensure_handshake()
+        if not self.handshake_done:
+            self.do_handshake()
         outcome = self._retry(lib.SSL_write_ex, cbuf, len(cbuf), self._nwritten)
         if outcome.error != _OK:
             raise self._failure(outcome, "write failed")
@@ -591,7 +640,7 @@ class TLSSocket:
 
     def _send_close_notify(self) -> None:
         ssl = self._ssl
-        if ssl is None or not self.handshake_done or self.job is not None:
+        if ssl is None or not self.handshake_done or self._in_call is not None:
             return
         if lib.SSL_get_shutdown(ssl) & lib.SSL_SENT_SHUTDOWN:
             return
@@ -610,6 +659,9 @@ class TLSSocket:
 
     def _real_close(self) -> None:
         job = self.job
+        if job is None and self._in_call is not None:  # only our own call can run now (`Driver.one_thread`)
+            self._close_after_job = True
+            return
         if job is not None:
             if job.greenlet is getcurrent():
                 self._close_after_job = True  # closing from inside our own callback

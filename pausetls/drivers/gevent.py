@@ -35,10 +35,10 @@ class _GeventIO:
         self._write = self._hub.loop.io(fd, 2)
 
     def wait_readable(self, timeout: float | None) -> None:
-        _wait_watcher(self._read, timeout, TimeoutError("timed out"))
+        _wait_io(self._read, timeout)
 
     def wait_writable(self, timeout: float | None) -> None:
-        _wait_watcher(self._write, timeout, TimeoutError("timed out"))
+        _wait_io(self._write, timeout)
 
     def close(self) -> None:
         for watcher in (self._read, self._write):
@@ -47,10 +47,18 @@ class _GeventIO:
             watcher.close()
 
 
+def _wait_io(watcher: Any, timeout: float | None) -> None:
+    if timeout is None:
+        _wait_watcher(watcher)  # no timeout, no exception object made for it: this is the data path
+    else:
+        _wait_watcher(watcher, timeout, TimeoutError("timed out"))
+
+
 class GeventDriver:
     """Waits on the gevent hub."""
 
     name = "gevent"
+    one_thread = True
     socket_module = gevent.socket
 
     def pending(self, value: Any) -> Any | None:
