@@ -333,7 +333,9 @@ class TLSSocket:
             outcome = self._call(lib.SSL_read_ex, cbuf, bufsize, self._nread)
             if outcome.error == _OK:
                 return ffi.buffer(cbuf, self._nread[0])[:]  # type: ignore[no-any-return]
-            ffi.release(cbuf)  # not held while waiting: an idle connection blocked in recv(65536) keeps none
+            # not held while waiting: an idle connection blocked in recv(65536) keeps no buffer (the last
+            # reference frees it: ffi.release cannot, the buffer lives inside the cdata object)
+            del cbuf
             if not self._wait_for(outcome, deadline):
                 self._read_end(outcome)  # raises, unless the stream ended
                 return b""

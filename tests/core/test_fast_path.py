@@ -3,6 +3,9 @@ driver, and one is made, inside the running C call, as soon as a callback runs t
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 from collections.abc import Callable
 from typing import Any
 
@@ -10,10 +13,12 @@ import gevent
 import gevent.socket
 import pytest
 from cryptography.x509.oid import NameOID
+from gevent.event import Event
 
 import pausetls
 from pausetls.core._binding import lib
 from pausetls.core._job import Job
+from pausetls.drivers.gevent import gevent_driver
 
 from conftest import make_server_context, stdlib_client_context
 from pki import PKI, Issued
@@ -135,3 +140,74 @@ def test_a_callback_inside_an_established_connection_pauses_in_a_job_made_for_it
     if tls_version == pausetls.TLS1_3_VERSION:  # one job for the whole read, made at its first callback
         assert made_in_request == [lib.SSL_read_ex]  # (TLS 1.2's renegotiation calls back in two reads)
     assert others_ran == [2, 1, 0]
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
+    ]
+
+
+def _malloc_in_use() -> int:
+    """Bytes this process has malloc'ed and not freed (glibc's own count: exact, unlike RSS)."""
+    gc.collect()
+    info = _glibc().mallinfo2()
+    return int(info.uordblks + info.hblkhd)
+
+
+def _glibc() -> Any:
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    if not hasattr(libc, "mallinfo2"):
+        pytest.skip("needs glibc 2.33's mallinfo2 to count the heap")
+    libc.mallinfo2.restype = _MallInfo2
+    return libc
+
+
+IDLE_CONNECTIONS = 100
+READ_SIZE = 65536
+
+
+def test_a_connection_waiting_in_recv_holds_no_read_buffer(pki: PKI, server_cert: Issued, tls_version: int) -> None:
+    """An established connection blocked in recv(65536) (an idle keep-alive connection) waits without the
+    64 KB buffer it asked for: the heap does not grow when the servers start waiting."""
+    _glibc()
+    ctx = make_server_context(server_cert, tls_version)
+    client_ctx = stdlib_client_context(pki, cooperative=True)
+    pairs = [gevent.socket.socketpair() for _ in range(IDLE_CONNECTIONS)]
+    go_idle, served = Event(), []
+
+    def serve(sock: Any) -> None:
+        tls = pausetls.TLSSocket(ctx, sock, server_side=True, driver=gevent_driver)
+        tls.sendall(tls.recv(READ_SIZE))
+        served.append(tls)
+        go_idle.wait()
+        tls.recv(READ_SIZE)  # waits: the client sends nothing more
+
+    def talk(sock: Any) -> Any:
+        tls = client_ctx.wrap_socket(sock, server_hostname="localhost")
+        tls.sendall(b"x" * 64)
+        assert tls.recv(64) == b"x" * 64
+        return tls
+
+    servers = [gevent.spawn(serve, ours) for ours, _ in pairs]
+    clients = [gevent.spawn(talk, theirs) for _, theirs in pairs]
+    try:
+        gevent.joinall(clients, timeout=30, raise_error=True)
+        assert len(served) == IDLE_CONNECTIONS
+        before = _malloc_in_use()
+        go_idle.set()
+        gevent.sleep(0.1)  # every server runs into its recv and waits there
+        assert all(not server.dead for server in servers)
+        per_connection = (_malloc_in_use() - before) / IDLE_CONNECTIONS
+        assert per_connection < READ_SIZE / 8, f"{per_connection:.0f} bytes per waiting connection"
+    finally:
+        gevent.killall(servers)
+        for tls in served:
+            tls.close()
+        for client in clients:
+            if client.value is not None:
+                client.value.close()
+        for ours, theirs in pairs:
+            ours.close()
+            theirs.close()
