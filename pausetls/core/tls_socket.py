@@ -95,6 +95,8 @@ class _Outcome:
         )
 
 
+# SSL3_RT_MAX_PLAIN_LENGTH: without read pipelining (off) SSL_read_ex answers from one record, never more
+_RECORD_PLAINTEXT = 16384
 _DONE = _Outcome(1, _OK, 0, [])  # the answer of most calls: one object for all of them (read-only)
 
 
@@ -117,6 +119,7 @@ class TLSSocket:
         # not `_sock`: gevent.pywsgi closes `socket._sock` directly, which would skip close_notify
         self._raw_sock = sock
         self.driver = driver  # every wait of this connection, and of its callbacks' pending results
+        self._one_thread = driver.one_thread
         self.callback_count = callback_count  # a server's count of its connections' running callbacks
         self.server_side = server_side
         self.server_hostname = server_hostname
@@ -188,15 +191,15 @@ class TLSSocket:
         if ssl is None:
             raise ClosedError()
         self._in_call = fn
-        if not self.driver.one_thread:
+        if not self._one_thread:
             self.job = self._join_job(fn)
         try:
             lib.ERR_clear_error()  # nothing else can be trusted to leave the queue empty
             ret = fn(ssl, *args)
-            err_no = ffi.errno  # OpenSSL's answer is read before anything else can touch errno or the queue
             if ret > 0:
-                outcome = _DONE if ret == 1 else _Outcome(ret, _OK, err_no, [])
+                outcome = _DONE if ret == 1 else _Outcome(ret, _OK, 0, [])
             else:
+                err_no = ffi.errno  # OpenSSL's answer is read before anything else can touch errno or the queue
                 error = lib.SSL_get_error(ssl, ret)
                 if error == _SSL:
                     self._fatal_error = True
@@ -328,11 +331,12 @@ class TLSSocket:
         if not self.handshake_done:
             self.do_handshake()
         deadline = self._deadline()
+        size = min(bufsize, _RECORD_PLAINTEXT)  # one SSL_read_ex returns one record's data at most
         while True:
-            cbuf = _allocate("char[]", bufsize)
-            outcome = self._call(lib.SSL_read_ex, cbuf, bufsize, self._nread)
+            cbuf = _allocate("char[]", size)
+            outcome = self._call(lib.SSL_read_ex, cbuf, size, self._nread)
             if outcome.error == _OK:
-                return ffi.buffer(cbuf, self._nread[0])[:]  # type: ignore[no-any-return]
+                return ffi.unpack(cbuf, self._nread[0])  # type: ignore[no-any-return]
             # not held while waiting: an idle connection blocked in recv(65536) keeps no buffer (the last
             # reference frees it: ffi.release cannot, the buffer lives inside the cdata object)
             del cbuf
