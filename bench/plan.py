@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+CORES = os.cpu_count() or 1
 
 # mode -> what it is, as the table says it
 MODES: dict[str, str] = {
@@ -13,13 +16,13 @@ MODES: dict[str, str] = {
     "pausetls-pool256": "pausetls ThreadedTLSServer, pool of 256 threads",
     "stdlib-gevent": "gevent StreamServer + stdlib ssl.SSLContext (anchor)",
     "nginx": "nginx, one worker (anchor)",
-    "pausetls-gevent-x2": "pausetls TLSServer (gevent) in 2 pre-fork worker processes, one per core",
+    "pausetls-gevent-xN": f"pausetls TLSServer (gevent) in {CORES} pre-fork worker processes, one per core",
 }
 PAUSETLS_MODES = ("pausetls-gevent", "pausetls-threads", "pausetls-pool64", "pausetls-pool256")
 THREAD_POOLS = {"pausetls-threads": None, "pausetls-pool64": 64, "pausetls-pool256": 256}
 ANCHORS = ("stdlib-gevent", "nginx")
-PYTHON_MODES = (*PAUSETLS_MODES, "stdlib-gevent", "pausetls-gevent-x2")
-PREFORK_WORKERS = {"pausetls-gevent-x2": 2}
+PYTHON_MODES = (*PAUSETLS_MODES, "stdlib-gevent")  # one process each
+PREFORK_WORKERS = {"pausetls-gevent-xN": CORES}  # the multi-core mode: as many workers as cores
 
 # What one cell's connections do after the handshake.  "handshake": one request per connection (the
 # handshake cells).  The data-path cells keep their connections: "echo" sends *size* bytes and reads

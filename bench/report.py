@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.floor import floor_for
-from bench.plan import MODES
+from bench.plan import CORES, MODES
 
 Results = dict[str, Any]
 
@@ -280,8 +280,8 @@ def headline(results: Results) -> list[dict[str, Any]]:
             "the same ratio where both really hold every handshake open (held scenario)",
         ),
         _target(
-            f"handshakes/s, pausetls (gevent) x2 pre-fork workers / thread per connection, {where}",
-            _ratio(at["pausetls-gevent-x2"], at["pausetls-threads"], "handshakes_per_s"),
+            f"handshakes/s, pausetls (gevent) x{CORES} pre-fork workers / thread per connection, {where}",
+            _ratio(at["pausetls-gevent-xN"], at["pausetls-threads"], "handshakes_per_s"),
             1.5,
             False,
             "like for like: both use every core",

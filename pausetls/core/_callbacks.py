@@ -249,11 +249,16 @@ def pausetls_servername_cb(ssl: Any, alert: Any, arg: Any) -> int:
     conn = connection_of(ssl)
     if status != lib.SSL_TLSEXT_ERR_OK or conn is None:
         return status
-    job = _job_of(conn)
-    ran, refusal = job.run_callback("session binding", True, settle_session, conn)
+    if not lib.SSL_session_reused(ssl):
+        # a new session is only bound to the final context: C calls, no user code, nothing to pause for
+        # (no job to make); should it raise, onerror above fails the handshake closed
+        ran, refusal = True, settle_session(conn)
+    else:  # verifying the resumed peer again may run the verify callback, which may pause
+        ran, refusal = _job_of(conn).run_callback("session binding", True, settle_session, conn)
     if ran and refusal is None:
         return status
     if refusal is not None:
+        job = _job_of(conn)
         if job.exception is None:  # else a verify callback raised while the peer was verified again
             job.exception = refusal
         alert[0] = refusal_alert(refusal)

@@ -639,6 +639,8 @@ class TLSSocket:
             outcome = self._retry(lib.SSL_shutdown)
         if outcome.ret != 1:
             raise self._failure(outcome, "shutdown failed")
+        if lib.SSL_has_pending(self._ssl):  # never lose the peer's plaintext silently
+            raise TLSError("bytes after close_notify were read ahead: Context.set_read_ahead(False) for this protocol")
         sock = self._raw_sock
         self._detach()
         sock.settimeout(self._timeout)
