@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -211,3 +212,51 @@ def test_a_connection_waiting_in_recv_holds_no_read_buffer(pki: PKI, server_cert
         for ours, theirs in pairs:
             ours.close()
             theirs.close()
+
+
+@pytest.mark.parametrize("read_ahead", [True, False], ids=["read-ahead", "no-read-ahead"])
+def test_unwrap_never_loses_plaintext_that_follows_close_notify(
+    read_ahead: bool, pki: PKI, server_cert: Issued, tls_version: int
+) -> None:
+    """The peer's close_notify and its first plaintext bytes arrive in one segment (a STARTTLS-style
+    protocol going back to plaintext): with read-ahead (the default) OpenSSL may have taken those bytes,
+    so unwrap refuses loudly; without it, unwrap hands back the socket with the bytes still there."""
+    ctx = make_server_context(server_cert, tls_version)
+    assert ctx.get_read_ahead()
+    ctx.set_read_ahead(read_ahead)
+    client_ctx = stdlib_client_context(pki)
+    ours, theirs = gevent.socket.socketpair()
+    theirs.settimeout(10)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = client_ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+
+    def pump() -> None:  # the client's records to the server, the server's to the client
+        if outgoing.pending:
+            theirs.sendall(outgoing.read())
+
+    def handshake_client() -> None:
+        while True:
+            try:
+                client.do_handshake()
+                pump()
+                return
+            except ssl.SSLWantReadError:
+                pump()
+                incoming.write(theirs.recv(65536))
+
+    with ours:
+        server = pausetls.TLSSocket(ctx, ours, server_side=True, driver=gevent_driver)
+        handshaking = gevent.spawn(server.do_handshake)
+        handshake_client()
+        handshaking.get(timeout=10)
+        with pytest.raises(ssl.SSLWantReadError):
+            client.unwrap()  # writes close_notify, then wants the server's
+        theirs.sendall(outgoing.read() + b"PLAINTEXT")  # one segment: close_notify and what follows
+        if read_ahead:
+            with pytest.raises(pausetls.TLSError, match="read ahead"):
+                server.unwrap()
+            server.close()
+        else:
+            plain = server.unwrap()
+            assert plain.recv(100) == b"PLAINTEXT"
+    theirs.close()
