@@ -204,6 +204,11 @@ def _data(echo: tuple[int, int], bulk: int, idle: int, http: int, modes: tuple[s
             "`return 200`",
             [Cell("http", m, http, work="http") for m in modes if m in HTTP_MODES],
         ),
+        Scenario(
+            "http-latency",
+            "Keep-alive HTTPS requests, one client (latency without a queue)",
+            [Cell("http-latency", m, 1, work="http") for m in modes if m in HTTP_MODES],
+        ),
     ]
 
 

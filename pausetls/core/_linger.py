@@ -10,6 +10,7 @@ the peer still sends until it closes, for at most *timeout* seconds and *max_byt
 from __future__ import annotations
 
 import fcntl
+import functools
 import socket
 import termios
 import time
@@ -20,7 +21,7 @@ from typing import Any
 from ._driver import IOWaiter
 from .errors import ClosedError, TimeoutError
 
-__all__ = ["Linger", "has_unread_bytes", "linger"]
+__all__ = ["Linger", "has_unread_bytes", "linger", "linger_bound"]
 
 _SCRATCH = 16384
 
@@ -39,6 +40,12 @@ class Linger:
     @property
     def enabled(self) -> bool:
         return self.timeout > 0 and self.max_bytes > 0
+
+
+@functools.lru_cache(maxsize=64)
+def linger_bound(timeout: float, max_bytes: int) -> Linger:
+    """The one (frozen) `Linger` for these bounds: a server's connections share it, none carries its own."""
+    return Linger(timeout, max_bytes)
 
 
 def has_unread_bytes(sock: Any) -> bool:

@@ -36,7 +36,7 @@ from ._binding import ErrorEntry, drain_error_queue, ffi, lib
 from ._certs import CertificateLike, PrivateKeyLike, peercert_dict, use_pkey, use_x509, x509_der, x509_to_pyopenssl
 from ._driver import Driver
 from ._job import CallbackCount, Job
-from ._linger import Linger, has_unread_bytes, linger
+from ._linger import has_unread_bytes, linger, linger_bound
 from ._x509_names import names_of_stack, pyopenssl_name
 from .context import Context, VerifyCallback
 from .errors import (
@@ -98,6 +98,8 @@ class _Outcome:
 # SSL3_RT_MAX_PLAIN_LENGTH: without read pipelining (off) SSL_read_ex answers from one record, never more
 _RECORD_PLAINTEXT = 16384
 _DONE = _Outcome(1, _OK, 0, [])  # the answer of most calls: one object for all of them (read-only)
+# ... and of a call that must wait (read-only too): no object per wait, none held by a waiting connection
+_WANTS = {(ret, want): _Outcome(ret, want, 0, []) for ret in (0, -1) for want in (_WANT_READ, _WANT_WRITE)}
 
 
 class TLSSocket:
@@ -136,7 +138,7 @@ class TLSSocket:
         self._nread = ffi.new("size_t *")
         self._nwritten = ffi.new("size_t *")
         self._write_lock = driver.lock()
-        self._linger = Linger(timeout=0.0)  # off unless set_linger: servers turn it on
+        self._linger = linger_bound(0.0, 0)  # off unless set_linger: servers turn it on
         self._fatal_error = False  # OpenSSL failed this connection, and so queued a fatal alert
         self._handle = ffi.new_handle(self)
         self.handshake_done = False
@@ -203,8 +205,10 @@ class TLSSocket:
                 error = lib.SSL_get_error(ssl, ret)
                 if error == _SSL:
                     self._fatal_error = True
-                queue = drain_error_queue() if error in (_SSL, _SYSCALL) else []
-                outcome = _Outcome(ret, error, err_no, queue)
+                if error in (_SSL, _SYSCALL):
+                    outcome = _Outcome(ret, error, err_no, drain_error_queue())
+                else:  # WANT_READ, WANT_WRITE, ZERO_RETURN: nothing queued, errno meaningless
+                    outcome = _WANTS.get((ret, error)) or _Outcome(ret, error, 0, [])
         finally:
             job, self.job = self.job, None
             self._in_call = None
@@ -695,7 +699,7 @@ class TLSSocket:
         """On close, after a fatal alert or with the peer's bytes unread: shut down writing and read and
         discard for up to *timeout* seconds and *max_bytes* bytes before closing, so the peer reads our
         last bytes instead of a TCP reset.  0 turns it off (the default)."""
-        self._linger = Linger(timeout, max_bytes)
+        self._linger = linger_bound(timeout, max_bytes)
 
     def _must_linger(self, sock: Any) -> bool:
         """Only when we sent something the peer should read: an alert, or close_notify after data.
