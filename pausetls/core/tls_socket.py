@@ -379,24 +379,26 @@ class TLSSocket:
     def send(self, data: Any, flags: int = 0) -> int:
         """Write all of *data* (OpenSSL writes whole buffers unless partial writes are on)."""
         _no_flags(flags)
+        cbuf = ffi.from_buffer(data)
         with self._write_lock:
-            return self._write(data)
+            return self._write(cbuf, len(cbuf))
 
     def sendall(self, data: Any, flags: int = 0) -> None:
         """Write all of *data* before any other writer's."""
         _no_flags(flags)
-        view = memoryview(data).cast("B")
+        cbuf = ffi.from_buffer(data)  # no copy, and its length in bytes whatever the buffer's item size
+        total = len(cbuf)
         with self._write_lock:
-            while view:
-                view = view[self._write(view) :]
+            sent = self._write(cbuf, total)
+            while sent < total:  # only with partial writes on (SSL_MODE_ENABLE_PARTIAL_WRITE)
+                sent += self._write(cbuf + sent, total - sent)
 
-    def _write(self, data: Any) -> int:
-        cbuf = ffi.from_buffer(data)
-        if len(cbuf) == 0:
+    def _write(self, cbuf: Any, size: int) -> int:
+        if size == 0:
             return 0
         if not self.handshake_done:
             self.do_handshake()
-        outcome = self._retry(lib.SSL_write_ex, cbuf, len(cbuf), self._nwritten)
+        outcome = self._retry(lib.SSL_write_ex, cbuf, size, self._nwritten)
         if outcome.error != _OK:
             raise self._failure(outcome, "write failed")
         return int(self._nwritten[0])
