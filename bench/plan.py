@@ -227,7 +227,8 @@ def quick(modes: tuple[str, ...] = tuple(MODES)) -> Profile:
 
 
 def full(modes: tuple[str, ...] = tuple(MODES)) -> Profile:
-    """The published run (under 25 minutes)."""
+    """The published run (under 25 minutes).  A cell waits at most 5 s for other processes to go quiet: on a
+    machine shared all the time a longer wait only lengthens the run (the cell is flagged either way)."""
     single = _one_process(modes)
     scenarios = _zero_latency(50, single)
     scenarios.append(_latency(100, (10,), single))
@@ -235,9 +236,7 @@ def full(modes: tuple[str, ...] = tuple(MODES)) -> Profile:
     scenarios.append(_resumed(100, (0, 10, 100), single))
     scenarios.append(_held((1000, 2000, 5000, 10000), single))
     scenarios += _data((200, 50), 1, 10000, 50, single)
-    return Profile(
-        "full", warmup_min=1.0, warmup_max=25.0, window=4.0, drain=25.0, quiet_wait=20.0, scenarios=scenarios
-    )
+    return Profile("full", warmup_min=1.0, warmup_max=25.0, window=4.0, drain=25.0, quiet_wait=5.0, scenarios=scenarios)
 
 
 PROFILES = {"quick": quick, "full": full}

@@ -39,6 +39,13 @@ METHOD = [
     "hs/s depends on the load processes too, which share the CPUs: compare server and load CPU %.",
     "- *held*: each client connects once; callbacks do not return while measured; RSS growth over the number "
     "of handshakes the server holds paused at once is the memory one paused handshake costs.",
+    "- Data-path cells (echo, bulk, idle, http): each client keeps one connection (stdlib `ssl`, TCP_NODELAY) and "
+    "works on it until the cell ends; the server counts its own units (bytes echoed / size, bytes sent, requests) "
+    "and server µs/unit is its CPU over that count in the window; `counts` checks it against the clients' "
+    "(bulk: the server may be ahead by what socket buffers hold). *idle*: RSS growth over the connections "
+    "established, read one second after the last, each handler waiting in recv(65536).",
+    "- `pausetls-gevent-xN`: N = cores pre-fork workers (`pausetls.servers.prefork`) on one listener; its CPU, "
+    "RSS and counters are the sum over the parent and its workers (RSS counts shared pages once per process).",
 ]
 
 
