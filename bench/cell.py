@@ -20,12 +20,13 @@ from typing import Any
 
 from bench.loadgen import LoadGenerator
 from bench.pki import BenchPKI
-from bench.plan import Cell, Profile
+from bench.plan import UNITS, Cell, Profile
 from bench.procstat import machine_busy_seconds, machine_task_seconds, sample_all
 from bench.servers import ServerUnderTest, start_server
 
 SAMPLE_EVERY = 0.2  # seconds between samples of memory, threads and the server's counters
 HELD_STALL = 3.0  # seconds without one more paused handshake: as many as this mode will hold
+IDLE_SETTLE = 1.0  # seconds between the last idle connection and the memory reading
 Progress = Callable[[str], None]
 
 
@@ -54,14 +55,15 @@ class Snapshot:
     load_cpu: float
     machine_cpu: float
     foreign_cpu: float  # processes that are neither the server, the load nor the harness
-    completed: int
+    completed: float  # handshakes; in a data cell, its units (`bench.plan.UNITS`)
 
 
 class Sampler:
     """Reads the server and the load processes; keeps the peaks."""
 
-    def __init__(self, server: ServerUnderTest, load: LoadGenerator) -> None:
+    def __init__(self, server: ServerUnderTest, load: LoadGenerator, counted: str = "handshakes_completed") -> None:
         self.server = server
+        self.counted = counted  # the server's counter of completed work
         self.load = load
         self.idle_rss = sample_all(server.pids()).rss_bytes
         self.peak_rss = self.idle_rss
@@ -70,7 +72,8 @@ class Sampler:
         self.peak_open = 0
         self.peak_paused = 0
         self.paused = 0
-        self.completed = 0
+        self.completed: float = 0
+        self.rss = self.idle_rss
 
     def sample(self) -> Snapshot:
         stats = self.server.stats()
@@ -82,7 +85,8 @@ class Sampler:
         self.peak_open = max(self.peak_open, stats.get("handshaking", 0))
         self.paused = stats.get("paused", 0)
         self.peak_paused = max(self.peak_paused, self.paused)
-        self.completed = stats["handshakes_completed"]
+        self.completed = stats[self.counted]
+        self.rss = proc.rss_bytes
         foreign = machine_task_seconds() - proc.cpu_seconds - load_cpu - time.process_time()
         return Snapshot(time.monotonic(), proc.cpu_seconds, load_cpu, machine_busy_seconds(), foreign, self.completed)
 
@@ -104,14 +108,39 @@ def _percentile(values: list[float], fraction: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def measure(cell: Cell, bench: Bench, progress: Progress) -> dict[str, Any]:
-    """Every figure of one cell (see `bench.report` for what each means)."""
+def _window_figures(first: Snapshot, last: Snapshot, latencies: list[float]) -> dict[str, Any]:
+    """Latency percentiles and CPU shares over the window from *first* to *last*."""
+    window = last.at - first.at
+    return {
+        "p50_ms": None if not latencies else 1000 * (_percentile(latencies, 0.50) or 0),
+        "p99_ms": None if not latencies else 1000 * (_percentile(latencies, 0.99) or 0),
+        "server_cpu_pct": 100 * (last.server_cpu - first.server_cpu) / window,
+        "load_cpu_pct": 100 * (last.load_cpu - first.load_cpu) / window,
+        # everything the machine did: server, load, the kernel's loopback work, the harness, anyone else
+        "machine_cpu_pct": 100 * (last.machine_cpu - first.machine_cpu) / window,
+        "foreign_cpu_pct": 100 * (last.foreign_cpu - first.foreign_cpu) / window,
+    }
+
+
+@dataclass(frozen=True)
+class Run:
+    """One cell's load from warmup to drain: the samples at the window's ends, after the drain, and the clients'."""
+
+    sampler: Sampler
+    first: Snapshot
+    last: Snapshot
+    final: Snapshot
+    clients: dict[str, Any]
+
+
+def run_window(cell: Cell, bench: Bench, progress: Progress, counted: str, target: float) -> Run:
+    """A fresh server under *cell*'s load: warm up until its *counted* counter reaches *target* (within the
+    profile's bounds), measure a window, stop the clients and drain."""
     profile, load = bench.profile, bench.load
     server = bench.start_server(cell)
     try:
-        sampler = Sampler(server, load)
+        sampler = Sampler(server, load, counted)
         bench.start_load(cell, server.port)
-        target = max(cell.concurrency, 10)
 
         def warm(elapsed: float) -> bool:
             if elapsed >= profile.warmup_max:
@@ -119,7 +148,7 @@ def measure(cell: Cell, bench: Bench, progress: Progress) -> dict[str, Any]:
             return elapsed >= profile.warmup_min and sampler.completed >= target
 
         def show_warmup(elapsed: float) -> None:
-            progress(f"warmup {elapsed:4.1f}s, {sampler.completed}/{target} handshakes")
+            progress(f"warmup {elapsed:4.1f}s, {sampler.completed:.0f}/{target:.0f} {counted}")
 
         first = sampler.run_until(warm, show_warmup)
         last = sampler.run_until(
@@ -131,6 +160,13 @@ def measure(cell: Cell, bench: Bench, progress: Progress) -> dict[str, Any]:
         final = sampler.sample()
     finally:
         server.stop()
+    return Run(sampler, first, last, final, clients)
+
+
+def measure(cell: Cell, bench: Bench, progress: Progress) -> dict[str, Any]:
+    """Every figure of one cell (see `bench.report` for what each means)."""
+    run = run_window(cell, bench, progress, "handshakes_completed", max(cell.concurrency, 10))
+    sampler, first, last, final, clients = run.sampler, run.first, run.last, run.final, run.clients
     return _figures(cell, sampler, first, last, final, clients)
 
 
@@ -149,14 +185,8 @@ def _figures(
         "window_s": window,
         "handshakes_per_s": clients["window_ok"] / window,
         "server_handshakes_per_s": handshakes / window,
-        "p50_ms": None if not latencies else 1000 * (_percentile(latencies, 0.50) or 0),
-        "p99_ms": None if not latencies else 1000 * (_percentile(latencies, 0.99) or 0),
         "server_cpu_us_per_handshake": 1e6 * (last.server_cpu - first.server_cpu) / handshakes if handshakes else None,
-        "server_cpu_pct": 100 * (last.server_cpu - first.server_cpu) / window,
-        "load_cpu_pct": 100 * (last.load_cpu - first.load_cpu) / window,
-        # everything the machine did: server, load, the kernel's loopback work, the harness, anyone else
-        "machine_cpu_pct": 100 * (last.machine_cpu - first.machine_cpu) / window,
-        "foreign_cpu_pct": 100 * (last.foreign_cpu - first.foreign_cpu) / window,
+        **_window_figures(first, last, latencies),
         "idle_rss_mib": sampler.idle_rss / 2**20,
         "peak_rss_mib": sampler.peak_rss / 2**20,
         "rss_growth_mib": growth / 2**20,
@@ -217,4 +247,83 @@ def measure_held(cell: Cell, bench: Bench, progress: Progress) -> dict[str, Any]
         "rss_per_paused_kib": growth / 1024 / sampler.peak_paused if sampler.peak_paused else None,
         "peak_threads": sampler.peak_threads,
         "peak_greenlets": sampler.peak_greenlets,
+    }
+
+
+BULK_SLACK_GB = 64 / 1024  # a bulk server is ahead of its client by what the socket buffers hold (MiB on loopback)
+
+
+def measure_data(cell: Cell, bench: Bench, progress: Progress) -> dict[str, Any]:
+    """A data cell (echo, bulk, http): kept connections working; server CPU over the server's own count
+    of units in the window (round trips, GB, requests); latency of each unit from the clients."""
+    target = 0 if cell.work == "bulk" else max(cell.concurrency, 10)  # every client's first unit
+    run = run_window(cell, bench, progress, "units", target)
+    sampler, first, last, final, clients = run.sampler, run.first, run.last, run.final, run.clients
+    window = last.at - first.at
+    units = last.completed - first.completed
+    latencies = clients["latencies"]
+    errors = sum(clients["errors"].values())
+    ahead = final.completed - clients["units"]  # the server's count minus the clients'
+    slack = BULK_SLACK_GB if cell.work == "bulk" else errors + clients["abandoned"]
+    return {
+        "cell": cell.as_dict(),
+        "key": cell.key,
+        "unit": UNITS[cell.work],
+        "window_s": window,
+        "units_per_s": units / window,
+        "server_cpu_us_per_unit": 1e6 * (last.server_cpu - first.server_cpu) / units if units else None,
+        **_window_figures(first, last, latencies),
+        "idle_rss_mib": sampler.idle_rss / 2**20,
+        "peak_rss_mib": sampler.peak_rss / 2**20,
+        "rss_growth_mib": (sampler.peak_rss - sampler.idle_rss) / 2**20,
+        "errors": errors,
+        "error_kinds": clients["errors"],
+        "error_samples": clients["error_samples"],
+        "abandoned": clients["abandoned"],
+        "server_units_total": final.completed,
+        "client_units_total": clients["units"],
+        "counts_consistent": -1e-9 <= ahead <= slack + 1e-9,
+    }
+
+
+def measure_idle(cell: Cell, bench: Bench, progress: Progress) -> dict[str, Any]:
+    """RSS per idle established connection: *cell.concurrency* clients connect, echo once and wait;
+    measured once every one is established (or the count stops rising), after the memory settles."""
+    server = bench.start_server(cell)
+    started = time.monotonic()
+    try:
+        sampler = Sampler(server, bench.load, counted="units")
+        bench.start_load(cell, server.port)
+        rose_at, best = started, 0.0
+        while True:
+            sampler.sample()
+            now = time.monotonic()
+            rose_at, best = (now, sampler.completed) if sampler.completed > best else (rose_at, best)
+            progress(f"{sampler.completed:.0f}/{cell.concurrency} established, {now - started:4.1f}s")
+            if best >= cell.concurrency or now - rose_at > HELD_STALL or now - started > bench.profile.warmup_max:
+                break
+            time.sleep(SAMPLE_EVERY)
+        time.sleep(IDLE_SETTLE)  # the last handshakes' transient buffers are freed
+        settled = sampler.sample()
+        rss = sampler.rss
+        clients = bench.load.stop((0.0, 0.0), drain=5.0)
+        final = sampler.sample()
+    finally:
+        server.stop()
+    growth = rss - sampler.idle_rss
+    return {
+        "cell": cell.as_dict(),
+        "key": cell.key,
+        "established": settled.completed,
+        "seconds_to_establish": rose_at - started,
+        "idle_rss_mib": sampler.idle_rss / 2**20,
+        "rss_mib": rss / 2**20,
+        "rss_growth_mib": growth / 2**20,
+        "rss_per_connection_kib": growth / 1024 / settled.completed if settled.completed else None,
+        "errors": sum(clients["errors"].values()),
+        "error_kinds": clients["errors"],
+        "error_samples": clients["error_samples"],
+        "server_units_total": final.completed,
+        "client_units_total": clients["units"],
+        "counts_consistent": final.completed == clients["units"],
     }

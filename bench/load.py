@@ -32,7 +32,10 @@ from typing import Any
 import gevent
 import gevent.socket
 import gevent.ssl
+from gevent.event import Event
 from gevent.os import make_nonblocking, nb_read
+
+from bench.data_load import WORK
 
 REQUEST = b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n"
 IO_TIMEOUT = 180.0  # a queue of 10,000 handshakes on a slow mode is latency, not an error
@@ -59,6 +62,10 @@ class Clients:
         self.address = ("127.0.0.1", int(command["port"]))
         self.context = client_context(command["cell"], command["pki"])
         self.resume = bool(command["cell"]["resumed"])
+        self.work: str = command["cell"].get("work", "handshake")
+        self.size = int(command["cell"].get("size", 0))
+        self.units = 0.0  # data cells: what the clients finished (see bench.data_load)
+        self.stopped = Event()  # idle connections wait for it
         self.per_client: int | None = command.get("per_client")
         self.stopping = False
         self.in_flight = 0
@@ -72,6 +79,9 @@ class Clients:
         self.greenlets = [gevent.spawn_later(ramp * i / count, self.client) for i in range(count)]
 
     def client(self) -> None:
+        if self.work != "handshake":
+            self.data_client()
+            return
         session = None
         made = 0
         while not self.stopping and (self.per_client is None or made < self.per_client):
@@ -94,19 +104,42 @@ class Clients:
                     self.reused.append(tls.session_reused)
                     return tls.session if self.resume else None
         except Exception as exc:  # noqa: BLE001 - counted and reported: a failure is a figure, not a crash
-            self.error_times.append(time.monotonic())
-            self.errors[type(exc).__name__] += 1
-            if len(self.samples) < MAX_SAMPLES:
-                self.samples.append(f"{type(exc).__name__}: {exc}")
+            self.error(exc)
             gevent.sleep(ERROR_PAUSE)
             return None
         finally:
             self.in_flight -= 1
 
+    def data_client(self) -> None:
+        """One kept connection doing the cell's work until the clients stop."""
+        try:
+            with gevent.socket.create_connection(self.address, timeout=IO_TIMEOUT) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                with self.context.wrap_socket(sock, server_hostname="localhost") as tls:
+                    WORK[self.work](tls, self.size, lambda: self.stopping, self.done, self.stopped.wait)
+        except Exception as exc:  # noqa: BLE001 - counted and reported
+            self.error(exc)
+
+    def done(self, started: float, units: float) -> None:
+        """A unit of data-cell work finished (bulk: a read, counted in GB, with no latency of its own)."""
+        self.units += units
+        if self.work != "bulk":
+            ended = time.monotonic()
+            self.ends.append(ended)
+            self.latencies.append(ended - started)
+
+    def error(self, exc: Exception) -> None:
+        self.error_times.append(time.monotonic())
+        self.errors[type(exc).__name__] += 1
+        if len(self.samples) < MAX_SAMPLES:
+            self.samples.append(f"{type(exc).__name__}: {exc}")
+
     def stop(self, drain: float | None) -> int:
         """Start nothing new (unless *drain* is None: let each client finish its connections); give what
         is in flight *drain* seconds; returns how many were cut off."""
         self.stopping = drain is not None
+        self.stopped.set()
         gevent.joinall(self.greenlets, timeout=drain)
         abandoned = self.in_flight
         gevent.killall(self.greenlets, block=True, timeout=5)
@@ -118,12 +151,13 @@ class Clients:
         return {
             "event": "done",
             "ok": len(self.ends),
+            "units": self.units,
             "resumed": sum(self.reused),
             "errors": dict(self.errors),
             "error_samples": self.samples,
             "abandoned": abandoned,
             "window_ok": len(inside),
-            "window_resumed": sum(self.reused[i] for i in inside),
+            "window_resumed": sum(self.reused[i] for i in inside if i < len(self.reused)),  # data cells: none
             "window_errors": sum(1 for t in self.error_times if start <= t <= end),
             "latencies": [self.latencies[i] for i in inside],
         }

@@ -23,7 +23,7 @@ def _expect(reply: dict[str, Any], event: str) -> dict[str, Any]:
 def _merge(replies: list[dict[str, Any]]) -> dict[str, Any]:
     merged: dict[str, Any] = {"errors": {}, "error_samples": [], "latencies": []}
     for reply in replies:
-        for key in ("ok", "resumed", "abandoned", "window_ok", "window_resumed", "window_errors"):
+        for key in ("ok", "units", "resumed", "abandoned", "window_ok", "window_resumed", "window_errors"):
             merged[key] = merged.get(key, 0) + reply[key]
         for name, count in reply["errors"].items():
             merged["errors"][name] = merged["errors"].get(name, 0) + count

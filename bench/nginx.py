@@ -37,7 +37,8 @@ worker_rlimit_nofile {nofile};
 events {{ worker_connections {connections}; }}
 http {{
     access_log off;
-    keepalive_timeout 0;
+    keepalive_timeout {keepalive};
+    keepalive_requests 100000000;
     client_body_temp_path {dir}/body;
     proxy_temp_path {dir}/proxy;
     fastcgi_temp_path {dir}/fastcgi;
@@ -112,6 +113,7 @@ class NginxServer:
         config = CONFIG.format(
             dir=directory,
             nofile=nofile,
+            keepalive="75s" if cell.work == "http" else "0",  # the http cells keep their connections
             connections=min(nofile - 64, max(1024, 2 * cell.concurrency + 64)),
             port=self.port,
             status_port=self.status_port,
@@ -149,6 +151,7 @@ class NginxServer:
         active, requests = self._read_status()
         return {
             "handshakes_completed": requests - self._probes,  # one request per TLS connection
+            "units": requests - self._probes,  # the http cells: one per request
             "handshaking": max(0, active - 1),  # open TLS connections (the status read is one)
             "greenlets": 0,
             "paused": 0,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import floor, machine, report
-from bench.cell import Bench, measure, measure_held
+from bench.cell import Bench, measure, measure_data, measure_held, measure_idle
 from bench.children import ChildError
 from bench.loadgen import LoadGenerator
 from bench.nginx import NGINX_MISSING, find_nginx
@@ -39,6 +39,13 @@ METHOD = [
     "hs/s depends on the load processes too, which share the CPUs: compare server and load CPU %.",
     "- *held*: each client connects once; callbacks do not return while measured; RSS growth over the number "
     "of handshakes the server holds paused at once is the memory one paused handshake costs.",
+    "- Data-path cells (echo, bulk, idle, http): each client keeps one connection (stdlib `ssl`, TCP_NODELAY) and "
+    "works on it until the cell ends; the server counts its own units (bytes echoed / size, bytes sent, requests) "
+    "and server µs/unit is its CPU over that count in the window; `counts` checks it against the clients' "
+    "(bulk: the server may be ahead by what socket buffers hold). *idle*: RSS growth over the connections "
+    "established, read one second after the last, each handler waiting in recv(65536).",
+    "- `pausetls-gevent-xN`: N = cores pre-fork workers (`pausetls.servers.prefork`) on one listener; its CPU, "
+    "RSS and counters are the sum over the parent and its workers (RSS counts shared pages once per process).",
 ]
 
 
@@ -61,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark pausetls against thread-per-connection, thread pools, gevent + stdlib ssl and nginx, "
         "on loopback. Writes results.json, results.md and results.png into --out.",
     )
-    parser.add_argument("--quick", action="store_true", help="the smoke profile (under 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="the smoke profile (under 5 minutes)")
     parser.add_argument(
         "--modes", default=",".join(MODES), help=f"comma-separated subset of: {', '.join(MODES)} (default: all)"
     )
@@ -86,6 +93,18 @@ def _select(profile: Profile, scenarios: str | None) -> Profile:
 
 
 def _summary(result: dict[str, Any]) -> str:
+    counts = "" if result.get("counts_consistent", True) else ", SERVER AND CLIENT COUNTS DIFFER"
+    if result["cell"].get("work") == "idle":
+        per = result["rss_per_connection_kib"] or 0
+        growth = result["rss_growth_mib"]
+        return f"{result['established']:.0f} established, RSS +{growth:.1f} MiB ({per:.1f} KiB each)" + counts
+    if "unit" in result:
+        cpu = result["server_cpu_us_per_unit"] or 0
+        return (
+            f"{result['units_per_s']:,.1f} {result['unit']}/s, p50 {result['p50_ms'] or 0:.2f} ms, "
+            f"server {cpu:,.1f} µs per {result['unit']} at {result['server_cpu_pct']:.0f}% CPU "
+            f"(load {result['load_cpu_pct']:.0f}%), {result['errors']} errors" + counts
+        )
     if result["cell"]["scenario"] == "held":
         per = result["rss_per_paused_kib"]
         return f"{result['peak_paused']} paused, RSS +{result['rss_growth_mib']:.1f} MiB" + (
@@ -139,6 +158,8 @@ class Runner:
                 self.notes.append(f"{cell.mode}, {cell.scenario}, {cell.concurrency} clients and up: {reason}")
             return self._skip(cell, reason, progress)
         how = measure_held if cell.scenario == "held" else measure
+        if cell.is_data:
+            how = measure_idle if cell.work == "idle" else measure_data
         try:
             result = how(cell, bench, progress.update)
         except ChildError as exc:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pausetls
-from bench.plan import THREAD_POOLS, Cell
+from bench.plan import PREFORK_WORKERS, THREAD_POOLS, Cell
 from pausetls.stores import MemoryStore, store_from_url
 
 RESPONSE = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
@@ -150,6 +150,18 @@ def build(
     cell: Cell, pki: dict[str, str], store_url: str = ""
 ) -> tuple[Any, Callable[[], dict[str, int]], Callable[[], None]]:
     """(server, stats function, run-forever function) for *cell*'s mode."""
+    if cell.is_data:
+        import gevent
+
+        from bench.data_server import build_data
+
+        contexts = (pausetls_context(cell, pki, gevent.sleep), stdlib_context(cell, pki))
+        server, data_stats = build_data(cell, *contexts, _gevent_listener(), HANDSHAKE_TIMEOUT)
+        return server, data_stats, _run_hub
+    if cell.mode in PREFORK_WORKERS:
+        from bench.prefork_server import build_prefork
+
+        return build_prefork(cell, pki, PREFORK_WORKERS[cell.mode])
     if cell.mode == "stdlib-gevent":
         anchor = StdlibAnchor(cell, pki)
         anchor.server.start()

@@ -13,6 +13,7 @@ from bench.memcached import MEMCACHED_MISSING, Memcached, find_memcached
 from bench.nginx import NginxServer
 from bench.pki import BenchPKI
 from bench.plan import Cell
+from bench.procstat import children
 
 START_TIMEOUT = 30.0
 STATS_TIMEOUT = 30.0
@@ -57,7 +58,7 @@ class PythonServer:
         self.port = int(ready.split()[1])
 
     def pids(self) -> list[int]:
-        return [self.child.pid]
+        return [self.child.pid, *children(self.child.pid)]  # a pre-fork mode's workers too
 
     def stats(self) -> dict[str, int]:
         self.child.send("stats")

@@ -57,6 +57,8 @@ def drain_error_queue() -> list[ErrorEntry]:
     One C call copies the queue into an array of this call's own (cffi releases the GIL around
     it, so shared out-parameters would be overwritten by another thread's drain).
     """
+    if not lib.ERR_peek_error():
+        return []  # the usual case (a close_notify's shutdown, a callback with nothing queued): no batch made
     entries: list[ErrorEntry] = []
     batch = _new_batch("pausetls_err_entry[]", lib.PAUSETLS_ERR_BATCH)
     while True:

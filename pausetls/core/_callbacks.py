@@ -15,14 +15,14 @@ from typing import Any
 
 from ._binding import ffi, lib
 from ._certs import x509_to_pyopenssl
-from ._job import Job, current_job, pause
+from ._job import Job, pause
 from ._remote_key import signer_of
 from ._session_binding import refusal_alert, requested_server_name, same_server_name, settle_session
 from .client_hello import read_client_hello
 from .context import NO_OVERLAPPING_PROTOCOLS, context_of
 from .errors import Alert
 from .session import Session, session_der
-from .tls_socket import TLSSocket, connection_of
+from .tls_socket import TLSSocket, calling_connection, connection_of
 
 log = logging.getLogger("pausetls")
 
@@ -39,11 +39,11 @@ def _report(exc_type: Any, exc: BaseException, tb: Any) -> None:
 def _job_of(conn: TLSSocket) -> Job:
     """The job running the C call that invoked this callback.
 
-    OpenSSL only calls back from inside a call the TLS socket made as a job;
+    OpenSSL only calls back from inside a call the TLS socket made as a job
+    (whose `Job` object is made now if this is the call's first callback);
     anything else gets a job that refuses to pause.
     """
-    job = conn.job
-    return Job.refusing_pauses("out-of-job") if job is None else job
+    return conn.callback_job()
 
 
 def _run_hook(conn: TLSSocket, name: str, callback: Any, *args: Any, returns: tuple[type, ...]) -> tuple[bool, Any]:
@@ -319,11 +319,16 @@ def pausetls_servername_cb(ssl: Any, alert: Any, arg: Any) -> int:
     conn = connection_of(ssl)
     if status != lib.SSL_TLSEXT_ERR_OK or conn is None:
         return status
-    job = _job_of(conn)
-    ran, refusal = job.run_callback("session binding", True, settle_session, conn)
+    if not lib.SSL_session_reused(ssl):
+        # a new session is only bound to the final context: C calls, no user code, nothing to pause for
+        # (no job to make); should it raise, onerror above fails the handshake closed
+        ran, refusal = True, settle_session(conn)
+    else:  # verifying the resumed peer again may run the verify callback, which may pause
+        ran, refusal = _job_of(conn).run_callback("session binding", True, settle_session, conn)
     if ran and refusal is None:
         return status
     if refusal is not None:
+        job = _job_of(conn)
         if job.exception is None:  # else a verify callback raised while the peer was verified again
             job.exception = refusal
         alert[0] = refusal_alert(refusal)
@@ -414,14 +419,14 @@ def pausetls_remote_sign(
 ) -> int:
     """The remote-key provider's signer: 1 with the signature in *sig*, 0 fails the handshake.
 
-    OpenSSL calls it from ``EVP_DigestSign`` on the handshake's stack, so the job that runs the
-    handshake is the current one and its owner is the connection.
+    OpenSSL calls it from ``EVP_DigestSign`` on the handshake's stack, inside the connection's own
+    OpenSSL call (`calling_connection`), whose job it joins like every hook.
     """
     signer = signer_of(signer_id)
-    job = current_job()
-    if job is None or signer is None or not isinstance(job.owner, TLSSocket):
+    conn = calling_connection()
+    if conn is None or signer is None:
         return 0  # signing outside a handshake of ours: nothing to run the signer in
-    conn = job.owner
+    job = conn.callback_job()
     name = "private_key_sign"
     args = (ffi.string(scheme).decode("ascii"), bytes(ffi.buffer(digest, digest_len)))
     ran, signature = _run_hook(conn, name, signer.sign, conn, *args, returns=(bytes,))

@@ -42,6 +42,11 @@ class Driver(Protocol):
     """How jobs and sockets wait.  gevent and threads implement it; nothing here imports them."""
 
     name: str
+    #: True when a connection's calls and its close all run on one OS thread (an event loop): nothing
+    #: else runs while a C call that does not call back is in flight, so the connection makes that
+    #: call's `Job` only if a callback runs inside it.  False (threads): every call is made a job first,
+    #: so a close from another thread can wait for it.
+    one_thread: bool
 
     @property
     def socket_module(self) -> ModuleType:

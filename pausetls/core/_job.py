@@ -138,6 +138,7 @@ class Job:
     __slots__ = (
         "_finish_callbacks",
         "_forbidden",
+        "_outer",
         "_starter",
         "args",
         "callbacks",
@@ -166,6 +167,7 @@ class Job:
         self.failed_callback: str | None = None
         self._forbidden: str | None = None
         self._starter: greenlet | None = None
+        self._outer: Job | None = None  # a joined job: the job it hides while it lasts (nested calls)
         self._finish_callbacks: list[Callable[[Job], None]] = []
 
     # -- running ---------------------------------------------------------
@@ -184,6 +186,28 @@ class Job:
             # greenlet, which must not be released later from another thread (a garbage collection there)
             self.greenlet = None
         return self.result
+
+    @classmethod
+    def joined(
+        cls, fn: Callable[..., Any], waiter: Waiter, *, owner: object, callbacks: CallbackCount | None, clear: bool
+    ) -> Job:
+        """The job of a C call the calling greenlet makes itself (`TLSSocket`'s fast path): entered now,
+        left by `leave_joined` when the call has returned.  Pauses go through *waiter*.
+
+        A connection makes one only when a callback runs inside its call (*clear* False: the error queue
+        holds that call's errors), or before each call where another thread may close the connection
+        meanwhile (*clear* True, as every job starts)."""
+        job = cls(fn, owner=owner, callbacks=callbacks)
+        job.waiter = waiter
+        job.greenlet = getcurrent()
+        job._outer = job._enter(clear)
+        return job
+
+    def leave_joined(self) -> None:
+        """The C call a `joined` job belongs to has returned."""
+        self._leave(self._outer)
+        self._outer = None
+        self.greenlet = None  # not held past the call (see run_inline)
 
     def start(self) -> Paused | None:
         """Run the call in a greenlet of its own until it pauses (`Paused`) or finishes (None)."""
@@ -216,13 +240,14 @@ class Job:
         outcome = switch(*args)
         return outcome if isinstance(outcome, Paused) else None
 
-    def _enter(self) -> Job | None:
+    def _enter(self, clear: bool = True) -> Job | None:
         assert self.greenlet is not None
         previous: Job | None = getattr(self.greenlet, _JOB_ATTRIBUTE, None)
         setattr(self.greenlet, _JOB_ATTRIBUTE, self)
         self.state = JobState.RUNNING
         _live.acquire("jobs")
-        lib.ERR_clear_error()  # nothing else can be trusted to leave the queue empty
+        if clear:
+            lib.ERR_clear_error()  # nothing else can be trusted to leave the queue empty
         return previous
 
     def _leave(self, previous: Job | None) -> None:

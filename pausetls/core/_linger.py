@@ -9,15 +9,19 @@ the peer still sends until it closes, for at most *timeout* seconds and *max_byt
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import socket
+import termios
 import time
+from array import array
 from dataclasses import dataclass
 from typing import Any
 
 from ._driver import IOWaiter
 from .errors import ClosedError, TimeoutError
 
-__all__ = ["Linger", "has_unread_bytes", "linger"]
+__all__ = ["Linger", "has_unread_bytes", "linger", "linger_bound"]
 
 _SCRATCH = 16384
 
@@ -38,12 +42,20 @@ class Linger:
         return self.timeout > 0 and self.max_bytes > 0
 
 
+@functools.lru_cache(maxsize=64)
+def linger_bound(timeout: float, max_bytes: int) -> Linger:
+    """The one (frozen) `Linger` for these bounds: a server's connections share it, none carries its own."""
+    return Linger(timeout, max_bytes)
+
+
 def has_unread_bytes(sock: Any) -> bool:
     """True if the peer sent bytes that nobody has read yet (closing now would reset the connection)."""
-    try:
-        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-    except OSError:  # nothing queued (BlockingIOError), or the connection is gone already
+    queued = array("i", [0])
+    try:  # FIONREAD (SIOCINQ): the kernel's count, with no exception when nothing is queued (every clean close)
+        fcntl.ioctl(sock.fileno(), termios.FIONREAD, queued)
+    except OSError:  # the connection is gone already
         return False
+    return queued[0] > 0
 
 
 def linger(sock: Any, io: IOWaiter, bound: Linger) -> None:

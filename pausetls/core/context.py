@@ -114,6 +114,8 @@ class Context:
         self._remote_signer: RemoteSigner | None = None
         lib.SSL_CTX_set_options(self._ctx, lib.SSL_OP_NO_COMPRESSION)
         lib.SSL_CTX_set_mode(self._ctx, lib.SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | lib.SSL_MODE_RELEASE_BUFFERS)
+        # one read() per record instead of two (header, then body): the data path's system calls halve
+        lib.SSL_CTX_set_read_ahead(self._ctx, 1)
         apply_defaults(self._ctx, method)
         self._client_ca_list_chosen = False
         self.session_cache: SessionCache | None = None
@@ -320,6 +322,15 @@ class Context:
 
     def get_options(self) -> int:
         return int(lib.SSL_CTX_get_options(self._ctx))
+
+    def set_read_ahead(self, on: bool) -> None:
+        """Read ahead (on by default): OpenSSL reads whatever the socket holds in one system call instead
+        of each record's header and body apart.  Turn it off for a protocol that goes on in plaintext on
+        the same socket after `TLSSocket.unwrap` (read-ahead may have taken those bytes already)."""
+        lib.SSL_CTX_set_read_ahead(self._ctx, int(on))
+
+    def get_read_ahead(self) -> bool:
+        return bool(lib.SSL_CTX_get_read_ahead(self._ctx))
 
     def set_mode(self, mode: int) -> int:
         """Add mode bits (``MODE_*``); returns the mode now in force."""

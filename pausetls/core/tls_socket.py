@@ -36,7 +36,7 @@ from ._binding import ErrorEntry, drain_error_queue, ffi, lib
 from ._certs import CertificateLike, PrivateKeyLike, peercert_dict, use_pkey, use_x509, x509_der, x509_to_pyopenssl
 from ._driver import Driver
 from ._job import CallbackCount, Job
-from ._linger import Linger, has_unread_bytes, linger
+from ._linger import has_unread_bytes, linger, linger_bound
 from ._x509_names import names_of_stack, pyopenssl_name
 from .context import Context, VerifyCallback
 from .errors import (
@@ -56,7 +56,19 @@ from .errors import (
 )
 from .session import Session
 
-__all__ = ["TLSSocket", "connection_of"]
+__all__ = ["TLSSocket", "calling_connection", "connection_of"]
+
+
+# the connection whose OpenSSL call the greenlet runs now: hooks that OpenSSL reaches without an SSL
+# pointer (the remote-key provider's signer) find their connection, and its job, through it
+_CALL_ATTRIBUTE = "_pausetls_tls_call"
+
+
+def calling_connection() -> TLSSocket | None:
+    """The connection whose OpenSSL call the calling greenlet is inside, or None."""
+    conn: TLSSocket | None = getattr(getcurrent(), _CALL_ATTRIBUTE, None)
+    return conn
+
 
 _T = TypeVar("_T")
 _EX_DATA_INDEX = 0  # the "app data" slot of SSL
@@ -97,6 +109,13 @@ class _Outcome:
         )
 
 
+# SSL3_RT_MAX_PLAIN_LENGTH: without read pipelining (off) SSL_read_ex answers from one record, never more
+_RECORD_PLAINTEXT = 16384
+_DONE = _Outcome(1, _OK, 0, [])  # the answer of most calls: one object for all of them (read-only)
+# ... and of a call that must wait (read-only too): no object per wait, none held by a waiting connection
+_WANTS = {(ret, want): _Outcome(ret, want, 0, []) for ret in (0, -1) for want in (_WANT_READ, _WANT_WRITE)}
+
+
 class TLSSocket:
     """A TLS connection over *sock*; not connected to the peer until `do_handshake`."""
 
@@ -116,12 +135,14 @@ class TLSSocket:
         # not `_sock`: gevent.pywsgi closes `socket._sock` directly, which would skip close_notify
         self._raw_sock = sock
         self.driver = driver  # every wait of this connection, and of its callbacks' pending results
+        self._one_thread = driver.one_thread
         self.callback_count = callback_count  # a server's count of its connections' running callbacks
         self.server_side = server_side
         self.server_hostname = server_hostname
         self.suppress_ragged_eofs = suppress_ragged_eofs
         self._timeout: float | None = sock.gettimeout()
-        self.job: Job | None = None  # the OpenSSL call in flight (maybe paused); read-only outside this class
+        self.job: Job | None = None  # the job of the OpenSSL call in flight (maybe paused), once it has one
+        self._in_call: Callable[..., int] | None = None  # the OpenSSL call in flight (maybe paused in a callback)
         self._closed = False
         self._close_after_job = False
         self._io_refs = 0
@@ -134,7 +155,7 @@ class TLSSocket:
         self._nread = ffi.new("size_t *")
         self._nwritten = ffi.new("size_t *")
         self._write_lock = driver.lock()
-        self._linger = Linger(timeout=0.0)  # off unless set_linger: servers turn it on
+        self._linger = linger_bound(0.0, 0)  # off unless set_linger: servers turn it on
         self._fatal_error = False  # OpenSSL failed this connection, and so queued a fatal alert
         self._handle = ffi.new_handle(self)
         self.handshake_done = False
@@ -182,39 +203,64 @@ class TLSSocket:
     # -- the one retry loop ----------------------------------------------
 
     def _call(self, fn: Callable[..., int], *args: Any) -> _Outcome:
-        """Run ``fn(ssl, *args)`` once as a job; re-raise what its callbacks raised."""
-        ssl = self._ssl
+        """Run ``fn(ssl, *args)`` once as this connection's job; re-raise what its callbacks raised.
 
-        def call() -> _Outcome:  # OpenSSL's answer is read before anything else can touch errno or the queue
-            ret = fn(ssl, *args)
-            err_no = ffi.errno
-            error = _OK if ret > 0 else lib.SSL_get_error(ssl, ret)
-            if error == _SSL:
-                self._fatal_error = True
-            return _Outcome(ret, error, err_no, drain_error_queue() if error in (_SSL, _SYSCALL) else [])
-
-        return self._in_job(call)
-
-    def _in_job(self, fn: Callable[[], _T]) -> _T:
-        """Run *fn* as this connection's job (callbacks inside may pause); re-raise what they raised."""
-        if self.job is not None:
+        The `Job` object itself is made only when a callback runs (`callback_job`), unless the driver
+        lets other threads close the connection meanwhile: most reads and writes call back nothing.
+        """
+        if self._in_call is not None:
             raise ConnectionBusyError(
                 "this TLS connection is inside an OpenSSL call started elsewhere (a paused callback); "
                 "wait for it to finish"
             )
-        if self._ssl is None:
+        ssl = self._ssl
+        if ssl is None:
             raise ClosedError()
-        job = Job(fn, owner=self, callbacks=self.callback_count)
-        self.job = job
+        self._in_call = fn
+        if not self._one_thread:
+            self.job = self._join_job(fn)
+        caller = getcurrent()
+        outer = getattr(caller, _CALL_ATTRIBUTE, None)  # a callback of another connection may call us
+        setattr(caller, _CALL_ATTRIBUTE, self)
         try:
-            result: _T = job.run_inline(self.driver.wait)
+            lib.ERR_clear_error()  # nothing else can be trusted to leave the queue empty
+            ret = fn(ssl, *args)
+            if ret > 0:
+                outcome = _DONE if ret == 1 else _Outcome(ret, _OK, 0, [])
+            else:
+                err_no = ffi.errno  # OpenSSL's answer is read before anything else can touch errno or the queue
+                error = lib.SSL_get_error(ssl, ret)
+                if error == _SSL:
+                    self._fatal_error = True
+                if error in (_SSL, _SYSCALL):
+                    outcome = _Outcome(ret, error, err_no, drain_error_queue())
+                else:  # WANT_READ, WANT_WRITE, ZERO_RETURN: nothing queued, errno meaningless
+                    outcome = _WANTS.get((ret, error)) or _Outcome(ret, error, 0, [])
         finally:
-            self.job = None
+            setattr(caller, _CALL_ATTRIBUTE, outer)
+            job, self.job = self.job, None
+            self._in_call = None
+            if job is not None:
+                job.leave_joined()
             if self._close_after_job:
                 self._real_close()
-        if job.exception is not None:
+        if job is not None and job.exception is not None:
             _raise_from_callback(job)
-        return result
+        return outcome
+
+    def callback_job(self) -> Job:
+        """The job of the C call running the callback that asks (made now if the call had none yet);
+        outside any call of ours, a job that runs callbacks but refuses to pause."""
+        job = self.job
+        if job is None:
+            if self._in_call is None:
+                return Job.refusing_pauses("out-of-job")
+            job = self.job = self._join_job(self._in_call)
+        return job
+
+    def _join_job(self, fn: Callable[..., int]) -> Job:
+        # the queue is not cleared: the call's own errors may be in it (`Job.run_callback` keeps them)
+        return Job.joined(fn, self.driver.wait, owner=self, callbacks=self.callback_count, clear=False)
 
     def _retry(self, fn: Callable[..., int], *args: Any) -> _Outcome:
         """Call until OpenSSL stops asking for socket readiness; honours the socket timeout.
@@ -222,19 +268,29 @@ class TLSSocket:
         A non-blocking socket (timeout 0) never waits: it raises `WantReadError` or
         `WantWriteError` (pyOpenSSL's answer; the caller retries when ``select`` says so).
         """
-        deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        deadline = self._deadline()
         while True:
             outcome = self._call(fn, *args)
-            if self._timeout == 0 and outcome.error in (_WANT_READ, _WANT_WRITE):
-                if outcome.error == _WANT_READ:
-                    raise WantReadError("the TLS connection needs to read from the socket first")
-                raise WantWriteError("the TLS connection needs to write to the socket first")
-            if outcome.error == _WANT_READ:
-                self._io.wait_readable(_remaining(deadline))
-            elif outcome.error == _WANT_WRITE:
-                self._io.wait_writable(_remaining(deadline))
-            else:
+            if not self._wait_for(outcome, deadline):
                 return outcome
+
+    def _deadline(self) -> float | None:
+        return None if self._timeout is None else time.monotonic() + self._timeout
+
+    def _wait_for(self, outcome: _Outcome, deadline: float | None) -> bool:
+        """Wait for the readiness *outcome* asks for; False if it asks for none (the call is over).
+        A non-blocking socket raises `WantReadError`/`WantWriteError` instead of waiting."""
+        if self._timeout == 0 and outcome.error in (_WANT_READ, _WANT_WRITE):
+            if outcome.error == _WANT_READ:
+                raise WantReadError("the TLS connection needs to read from the socket first")
+            raise WantWriteError("the TLS connection needs to write to the socket first")
+        if outcome.error == _WANT_READ:
+            self._io.wait_readable(_remaining(deadline))
+        elif outcome.error == _WANT_WRITE:
+            self._io.wait_writable(_remaining(deadline))
+        else:
+            return False
+        return True
 
     def _failure(self, outcome: _Outcome, during: str) -> BaseException:
         """The exception for a failed call: verification, truncation, OS error or TLS error."""
@@ -293,10 +349,6 @@ class TLSSocket:
                 return None  # not connected: nothing to key
         return (str(address[0]), int(address[1]), self.server_hostname)
 
-    def _ensure_handshake(self) -> None:
-        if not self.handshake_done:
-            self.do_handshake()
-
     def renegotiate(self) -> bool:
         """TLS 1.2: schedule a renegotiation (sent by the next `do_handshake`, read or write)."""
         return bool(lib.SSL_renegotiate(self._live_ssl()))
@@ -328,13 +380,8 @@ class TLSSocket:
 
     # -- reading ---------------------------------------------------------
 
-    def _read_into(self, cbuf: Any, nbytes: int) -> int:
-        if nbytes <= 0:
-            return 0
-        self._ensure_handshake()
-        outcome = self._retry(lib.SSL_read_ex, cbuf, nbytes, self._nread)
-        if outcome.error == _OK:
-            return int(self._nread[0])
+    def _read_end(self, outcome: _Outcome) -> int:
+        """What a read that OpenSSL answered without data means: 0 at the end of the stream, else raises."""
         if outcome.error == _ZERO_RETURN:
             return self._end_of_stream()
         if outcome.is_unexpected_eof() and self.suppress_ragged_eofs:
@@ -348,13 +395,37 @@ class TLSSocket:
     def recv(self, bufsize: int = 1024, flags: int = 0) -> bytes:
         """Up to *bufsize* bytes; b"" at end of stream."""
         _no_flags(flags)
-        cbuf = _allocate("char[]", max(bufsize, 1))
-        return bytes(ffi.buffer(cbuf, self._read_into(cbuf, bufsize)))
+        if bufsize <= 0:
+            return b""
+        if not self.handshake_done:
+            self.do_handshake()
+        deadline = self._deadline()
+        size = min(bufsize, _RECORD_PLAINTEXT)  # one SSL_read_ex returns one record's data at most
+        while True:
+            cbuf = _allocate("char[]", size)
+            outcome = self._call(lib.SSL_read_ex, cbuf, size, self._nread)
+            if outcome.error == _OK:
+                return ffi.unpack(cbuf, self._nread[0])  # type: ignore[no-any-return]
+            # not held while waiting: an idle connection blocked in recv(65536) keeps no buffer (the last
+            # reference frees it: ffi.release cannot, the buffer lives inside the cdata object)
+            del cbuf
+            if not self._wait_for(outcome, deadline):
+                self._read_end(outcome)  # raises, unless the stream ended
+                return b""
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        """Read into *buffer* directly (no copy), up to *nbytes* (0: its size); 0 at end of stream."""
         _no_flags(flags)
         cbuf = ffi.from_buffer(buffer, require_writable=True)
-        return self._read_into(cbuf, nbytes or len(cbuf))
+        nbytes = nbytes or len(cbuf)
+        if nbytes <= 0:
+            return 0
+        if not self.handshake_done:
+            self.do_handshake()
+        outcome = self._retry(lib.SSL_read_ex, cbuf, nbytes, self._nread)
+        if outcome.error == _OK:
+            return int(self._nread[0])
+        return self._read_end(outcome)
 
     def read(self, len: int = 1024, buffer: Any = None) -> Any:  # noqa: A002 - ssl.SSLSocket's name
         if buffer is not None:
@@ -373,23 +444,26 @@ class TLSSocket:
     def send(self, data: Any, flags: int = 0) -> int:
         """Write all of *data* (OpenSSL writes whole buffers unless partial writes are on)."""
         _no_flags(flags)
+        cbuf = ffi.from_buffer(data)
         with self._write_lock:
-            return self._write(data)
+            return self._write(cbuf, len(cbuf))
 
     def sendall(self, data: Any, flags: int = 0) -> None:
         """Write all of *data* before any other writer's."""
         _no_flags(flags)
-        view = memoryview(data).cast("B")
+        cbuf = ffi.from_buffer(data)  # no copy, and its length in bytes whatever the buffer's item size
+        total = len(cbuf)
         with self._write_lock:
-            while view:
-                view = view[self._write(view) :]
+            sent = self._write(cbuf, total)
+            while sent < total:  # only with partial writes on (SSL_MODE_ENABLE_PARTIAL_WRITE)
+                sent += self._write(cbuf + sent, total - sent)
 
-    def _write(self, data: Any) -> int:
-        cbuf = ffi.from_buffer(data)
-        if len(cbuf) == 0:
+    def _write(self, cbuf: Any, size: int) -> int:
+        if size == 0:
             return 0
-        self._ensure_handshake()
-        outcome = self._retry(lib.SSL_write_ex, cbuf, len(cbuf), self._nwritten)
+        if not self.handshake_done:
+            self.do_handshake()
+        outcome = self._retry(lib.SSL_write_ex, cbuf, size, self._nwritten)
         if outcome.error != _OK:
             raise self._failure(outcome, "write failed")
         return int(self._nwritten[0])
@@ -671,6 +745,8 @@ class TLSSocket:
             outcome = self._retry(lib.SSL_shutdown)
         if outcome.ret != 1:
             raise self._failure(outcome, "shutdown failed")
+        if lib.SSL_has_pending(self._ssl):  # never lose the peer's plaintext silently
+            raise TLSError("bytes after close_notify were read ahead: Context.set_read_ahead(False) for this protocol")
         sock = self._raw_sock
         self._detach()
         sock.settimeout(self._timeout)
@@ -678,7 +754,7 @@ class TLSSocket:
 
     def _send_close_notify(self) -> None:
         ssl = self._ssl
-        if ssl is None or not self.handshake_done or self.job is not None:
+        if ssl is None or not self.handshake_done or self._in_call is not None:
             return
         if lib.SSL_get_shutdown(ssl) & lib.SSL_SENT_SHUTDOWN:
             return
@@ -697,6 +773,9 @@ class TLSSocket:
 
     def _real_close(self) -> None:
         job = self.job
+        if job is None and self._in_call is not None:  # only our own call can run now (`Driver.one_thread`)
+            self._close_after_job = True
+            return
         if job is not None:
             if job.greenlet is getcurrent():
                 self._close_after_job = True  # closing from inside our own callback
@@ -722,7 +801,7 @@ class TLSSocket:
         """On close, after a fatal alert or with the peer's bytes unread: shut down writing and read and
         discard for up to *timeout* seconds and *max_bytes* bytes before closing, so the peer reads our
         last bytes instead of a TCP reset.  0 turns it off (the default)."""
-        self._linger = Linger(timeout, max_bytes)
+        self._linger = linger_bound(timeout, max_bytes)
 
     def _must_linger(self, sock: Any) -> bool:
         """Only when we sent something the peer should read: an alert, or close_notify after data.

@@ -216,6 +216,7 @@ class AsyncioDriver:
     """Waits by awaiting on the running event loop (default loop or uvloop)."""
 
     name = "asyncio"
+    one_thread = True
 
     def __init__(self) -> None:
         self._deferred: set[asyncio.Task[Any]] = set()  # strong references: the loop keeps only weak ones

@@ -25,32 +25,46 @@ __all__ = ["GeventDriver", "gevent_driver"]
 
 
 class _GeventIO:
-    """Read and write watchers on one file descriptor, created once per connection."""
+    """Read and write watchers on one file descriptor: a gevent socket's own, else made once per connection."""
 
-    __slots__ = ("_hub", "_read", "_write")
+    __slots__ = ("_hub", "_owned", "_read", "_write")
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, sock: Any) -> None:
         self._hub = get_hub()
-        self._read = self._hub.loop.io(fd, 1)
-        self._write = self._hub.loop.io(fd, 2)
+        # a gevent socket has its pair already (private names, hence the fallback): no two more per connection
+        read: Any = getattr(sock, "_read_event", None)
+        write: Any = getattr(sock, "_write_event", None)
+        self._owned = read is None or write is None
+        if self._owned:
+            read, write = self._hub.loop.io(sock.fileno(), 1), self._hub.loop.io(sock.fileno(), 2)
+        self._read, self._write = read, write
 
     def wait_readable(self, timeout: float | None) -> None:
-        _wait_watcher(self._read, timeout, TimeoutError("timed out"))
+        _wait_io(self._read, timeout)
 
     def wait_writable(self, timeout: float | None) -> None:
-        _wait_watcher(self._write, timeout, TimeoutError("timed out"))
+        _wait_io(self._write, timeout)
 
     def close(self) -> None:
         for watcher in (self._read, self._write):
             if watcher.callback is not None:  # a greenlet waits on it: wake it with an error
                 self._hub.cancel_wait(watcher, ClosedError("TLS socket was closed in another greenlet"))
-            watcher.close()
+            if self._owned:  # a socket's own stay its own: unwrap() hands the socket back, and it closes them
+                watcher.close()
+
+
+def _wait_io(watcher: Any, timeout: float | None) -> None:
+    if timeout is None:
+        _wait_watcher(watcher)  # no timeout, no exception object made for it: this is the data path
+    else:
+        _wait_watcher(watcher, timeout, TimeoutError("timed out"))
 
 
 class GeventDriver:
     """Waits on the gevent hub."""
 
     name = "gevent"
+    one_thread = True
     socket_module = gevent.socket
 
     def pending(self, value: Any) -> Any | None:
@@ -77,7 +91,7 @@ class GeventDriver:
         return getattr(waitable, "value", None)
 
     def io_waiter(self, sock: Any) -> _GeventIO:
-        return _GeventIO(sock.fileno())
+        return _GeventIO(sock)
 
     def lock(self) -> Semaphore:
         return Semaphore()

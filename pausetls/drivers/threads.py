@@ -79,6 +79,7 @@ class ThreadDriver:
     """Blocks the calling thread."""
 
     name = "threads"
+    one_thread = False
     socket_module = socket
 
     def __init__(self, deferred_workers: int = 8) -> None:

@@ -19,11 +19,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.append(str(ROOT))  # appended: the pausetls under test stays the one imported
 
 from bench import floor, report  # noqa: E402
-from bench.cell import Bench, measure  # noqa: E402
+from bench.cell import Bench, measure, measure_data, measure_idle  # noqa: E402
 from bench.loadgen import LoadGenerator  # noqa: E402
 from bench.nginx import find_nginx  # noqa: E402
 from bench.pki import BenchPKI, make_pki  # noqa: E402
-from bench.plan import MODES, PYTHON_MODES, Cell, Profile  # noqa: E402
+from bench.plan import DATA_MODES, HTTP_MODES, MODES, PYTHON_MODES, Cell, Profile  # noqa: E402
 from bench.servers import start_server  # noqa: E402
 
 CLIENTS = 4
@@ -143,6 +143,45 @@ def test_a_measured_cell_and_its_report(bench_pki: BenchPKI, load: LoadGenerator
     assert "| pausetls-gevent | 4 | 0 ms |" in table and "skipped: nginx is missing" in table
     assert paths["plot"].read_bytes().startswith(b"\x89PNG")
     assert result["floor_multiple"] > 1
+
+
+DATA_PROFILE = Profile("test", warmup_min=0.2, warmup_max=5.0, window=0.5, drain=5.0)
+DATA_CELLS = [
+    *(Cell("echo-1k", m, 3, work="echo", size=1024) for m in DATA_MODES),
+    *(Cell("echo-16k", m, 2, work="echo", size=16384) for m in DATA_MODES),
+    *(Cell("bulk", m, 1, work="bulk", size=65536) for m in DATA_MODES),
+    *(Cell("http", m, 3, work="http") for m in HTTP_MODES),
+]
+
+
+@pytest.mark.parametrize("cell", DATA_CELLS, ids=lambda cell: f"{cell.work}{cell.size or ''}-{cell.mode}")
+def test_a_data_cell_counts_the_work_its_clients_did(
+    cell: Cell, bench_pki: BenchPKI, load: LoadGenerator, work: Path
+) -> None:
+    """Server CPU is per unit of the server's own count (round trips, GB, requests): the count must be
+    what the clients did (bulk: the server is ahead by what the socket buffers hold, no more)."""
+    nginx = find_nginx() if cell.mode == "nginx" else None
+    if cell.mode == "nginx" and nginx is None:
+        require_binary("nginx")
+    result = measure_data(cell, Bench(DATA_PROFILE, bench_pki, load, work, nginx, 4096), lambda _: None)
+    assert result["errors"] == 0, result["error_samples"]
+    assert result["counts_consistent"], (result["server_units_total"], result["client_units_total"])
+    assert result["client_units_total"] > 0 and result["units_per_s"] > 0
+    assert result["server_cpu_us_per_unit"] > 0
+    if cell.work != "bulk":
+        assert result["server_units_total"] == result["client_units_total"]
+        assert result["p50_ms"] is not None and result["p99_ms"] >= result["p50_ms"]
+
+
+@pytest.mark.parametrize("mode", DATA_MODES)
+def test_the_idle_cell_measures_every_connection_it_opened(
+    mode: str, bench_pki: BenchPKI, load: LoadGenerator, work: Path
+) -> None:
+    cell = Cell("idle", mode, 20, work="idle", size=64)
+    result = measure_idle(cell, Bench(DATA_PROFILE, bench_pki, load, work, None, 4096), lambda _: None)
+    assert result["errors"] == 0, result["error_samples"]
+    assert result["established"] == result["server_units_total"] == result["client_units_total"] == 20
+    assert result["rss_per_connection_kib"] is not None
 
 
 SPEED_OUTPUT = """
