@@ -64,7 +64,7 @@ def describe(nginx: str | None, nofile: int) -> dict[str, Any]:
     memory_gib = int(meminfo[1]) / 2**20 if len(meminfo) > 1 else 0.0
     versions = {name: metadata.version(name) for name in ("gevent", "greenlet", "cffi")}
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "cpu": model or platform.processor(),
         "cpus": os.cpu_count(),
         "memory_gib": round(memory_gib, 1),

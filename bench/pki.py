@@ -41,7 +41,7 @@ def _certificate(
     subject: str, key: PrivateKey, issuer: tuple[x509.Certificate, PrivateKey] | None, usage: str
 ) -> x509.Certificate:
     """*usage*: "ca", "server" or "client"."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     signer_name, signer_key = (name, key) if issuer is None else (issuer[0].subject, issuer[1])
     builder = (

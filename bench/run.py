@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark pausetls against thread-per-connection, thread pools, gevent + stdlib ssl and nginx, "
         "on loopback. Writes results.json, results.md and results.png into --out.",
     )
-    parser.add_argument("--quick", action="store_true", help="the smoke profile (under 5 minutes)")
+    parser.add_argument("--quick", action="store_true", help="the smoke profile (under 3 minutes)")
     parser.add_argument(
         "--modes", default=",".join(MODES), help=f"comma-separated subset of: {', '.join(MODES)} (default: all)"
     )

@@ -49,7 +49,7 @@ def s_client(openssl: str, peers: PeerGroup, port: int, *args: str) -> tuple[int
 
 def ocsp_response(pki: PKI, cert: Issued) -> bytes:
     """A real, signed OCSP response: *cert* is good, says its issuer."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (
         ocsp.OCSPResponseBuilder()
         .add_response(

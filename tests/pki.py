@@ -53,7 +53,7 @@ class PKI:
 
     def __init__(self, directory: Path, name: str = "pausetls test") -> None:
         self.directory = directory
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         self._not_before = now - datetime.timedelta(days=1)
         self._not_after = now + datetime.timedelta(days=30)
         self.root = self._ca(f"{name} root", None)

@@ -42,7 +42,7 @@ def self_signed_files(cleanup: contextlib.ExitStack) -> tuple[Path, Path]:
 
 
 def _self_signed_certificate(key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SELF_SIGNED_NAMES[0])])
     return (
         x509.CertificateBuilder()

@@ -629,7 +629,7 @@ def test_session_info_matches_stdlib_client(
 def issue_with(pki: PKI, directory: Path, stem: str, serial: int, names: tuple[str, ...]) -> Issued:
     """A server certificate from *pki*'s intermediate with a chosen serial number and SAN entries."""
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     alt: list[x509.GeneralName] = []
     for name in names:
         try:
