@@ -31,6 +31,13 @@ def pausetls_env(**extra: str) -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(Path(pausetls.__file__).parent.parent), **extra)
 
 
+def start_tracked(started: list[Served], workdir: Path, *args: str | os.PathLike[str]) -> Served:
+    """``pausetls serve ARGS`` in a directory of its own under *workdir*, added to *started* (to kill at the end)."""
+    served = Served([os.fspath(arg) for arg in args], workdir / f"serve{len(started)}")
+    started.append(served)
+    return served
+
+
 def run_pausetls(
     cwd: Path, *args: str | os.PathLike[str], env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:

@@ -30,7 +30,7 @@ from pausetls.servers import info_page
 from conftest import require_binary, stdlib_client_context
 from gates import GENEROUS
 from pki import PKI, Issued
-from served import SELF_SIGNED, SERVING, Served, pausetls_env
+from served import SELF_SIGNED, SERVING, Served, pausetls_env, start_tracked
 
 OPTIONS = (
     "--host",
@@ -59,9 +59,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
     started: list[Served] = []
 
     def start(*args: str | os.PathLike[str]) -> Served:
-        served = Served([os.fspath(arg) for arg in args], tmp_path / f"serve{len(started)}")
-        started.append(served)
-        return served
+        return start_tracked(started, tmp_path, *args)
 
     try:
         yield start

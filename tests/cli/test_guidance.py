@@ -23,7 +23,7 @@ import pausetls
 
 from conftest import require_binary
 from pki import Issued
-from served import Served, pausetls_env, run_pausetls, session_key_file
+from served import Served, pausetls_env, run_pausetls, session_key_file, start_tracked
 from servers import free_port
 
 WARNING = re.compile(r"^pausetls: warning: ", re.M)
@@ -39,12 +39,6 @@ def started(tmp_path: Path) -> Iterator[list[Served]]:
     finally:
         for served in processes:
             served.kill()
-
-
-def serve(started: list[Served], workdir: Path, *args: str | os.PathLike[str]) -> Served:
-    served = Served([os.fspath(arg) for arg in args], workdir / f"serve{len(started)}")
-    started.append(served)
-    return served
 
 
 def wait_for_counters(served: Served, pattern: str) -> None:
@@ -106,7 +100,7 @@ def test_expired_certificate_open_key_shared_store_without_key_file_and_store_do
     expired = datetime.datetime(2025, 3, 1, 12, 0, tzinfo=datetime.UTC)
     cert, key = certificate(tmp_path, expired)
     store = f"memcached://127.0.0.1:{free_port()}"  # nothing listens there
-    served = serve(started, tmp_path, "--cert", cert, "--key", key, "--session-store", store)
+    served = start_tracked(started, tmp_path, "--cert", cert, "--key", key, "--session-store", store)
 
     warnings = WARNING.findall(served.stderr)
     assert len(warnings) == 4, served.stderr
@@ -134,7 +128,7 @@ def test_certificate_expiring_soon_and_workers_on_a_memory_store(
     keylog = tmp_path / "old.keys"
     keylog.touch()
     keylog.chmod(0o644)  # a key log left readable by everyone: warned, not silently appended to
-    served = serve(
+    served = start_tracked(
         started,
         tmp_path,
         *("--cert", server_cert.chain_path, "--key", key, "--session-key-file", keys, "--workers", "2"),
@@ -157,7 +151,7 @@ def test_certificate_expiring_soon_and_workers_on_a_memory_store(
 
 def test_keylog_lines_equal_curls(started: list[Served], tmp_path: Path) -> None:
     server_log, curl_log = tmp_path / "server.keys", tmp_path / "curl.keys"
-    served = serve(started, tmp_path, "--keylog", server_log)
+    served = start_tracked(started, tmp_path, "--keylog", server_log)
     assert WARNING.findall(served.stderr) == ["pausetls: warning: "], served.stderr  # only --keylog's
     assert f"--keylog {server_log}: the TLS secrets of every connection" in served.stderr
     for version in ("1.2", "1.3"):

@@ -16,7 +16,7 @@ import pausetls
 from conftest import stdlib_client_context
 from peers import PeerGroup
 from pki import PKI, Issued
-from served import Served, fetch_page, run_pausetls
+from served import Served, fetch_page, run_pausetls, start_tracked
 
 RELOADED = re.compile(r"ticket keys reloaded from .*: 2 keys")
 
@@ -39,10 +39,8 @@ def serve_tickets(tmp_path: Path, server_cert: Issued, key_file: Path) -> Iterat
     started: list[Served] = []
 
     def start(*extra: str) -> Served:
-        args = ["--cert", str(server_cert.chain_path), "--key", str(server_cert.key_path)]
-        served = Served([*args, "--ticket-key-file", str(key_file), *extra], tmp_path / f"serve{len(started)}")
-        started.append(served)
-        return served
+        cert = ["--cert", server_cert.chain_path, "--key", server_cert.key_path]
+        return start_tracked(started, tmp_path, *cert, "--ticket-key-file", key_file, *extra)
 
     try:
         yield start
