@@ -41,7 +41,8 @@ CALLBACKS = {
     "none": "no callback",
     "verify": "verify callback on the client leaf: sleeps the latency (gevent.sleep / time.sleep), then accepts",
     "session": "session-cache get: sleeps the latency, then reads an in-process MemoryStore",
-    "tickets": "stateless session tickets under a `TicketKeys` ring (nginx: `ssl_session_ticket_key`, no cache)",
+    "tickets": "stateless session tickets under a `TicketKeys` ring (nginx: `ssl_session_ticket_key`, no cache; "
+    "gevent + stdlib ssl: OpenSSL's built-in tickets, the floor of a gevent server without pausetls)",
     "memcached": "session cache in a real memcached on loopback (one get per resumption; OP_NO_TICKET)",
 }
 RESUMPTION_KINDS = ("tickets", "memcached")  # the resumption scenario: how a session comes back
@@ -171,13 +172,14 @@ def _resumed(concurrency: int, latencies: tuple[int, ...], modes: tuple[str, ...
 
 
 def _resumption(concurrency: int, modes: tuple[str, ...]) -> Scenario:
-    """Server CPU per resumed handshake: stateless tickets against a memcached store, and nginx with a ticket key."""
+    """Server CPU per resumed handshake: stateless tickets against a memcached store, nginx with a ticket key,
+    and gevent + stdlib ssl with OpenSSL's built-in tickets (what a gevent server pays without pausetls)."""
     cells = [
         Cell("resumption", m, concurrency, callback=kind, resumed=True)
         for m in modes
-        if m in ("pausetls-gevent", "nginx")
+        if m in ("pausetls-gevent", "stdlib-gevent", "nginx")
         for kind in RESUMPTION_KINDS
-        if not (m == "nginx" and kind == "memcached")
+        if m == "pausetls-gevent" or kind == "tickets"
     ]
     return Scenario(
         "resumption", f"Resumed handshakes: tickets against a memcached store, {concurrency} clients", cells

@@ -88,8 +88,9 @@ def stdlib_context(cell: Cell, pki: dict[str, str]) -> ssl.SSLContext:
     if cell.client_cert:
         ctx.load_verify_locations(pki["ca"])
         ctx.verify_mode = ssl.CERT_REQUIRED
-    if cell.resumed:
+    if cell.resumed and cell.callback != "tickets":
         ctx.options |= ssl.OP_NO_TICKET  # stateful sessions in OpenSSL's cache, as the other modes keep them
+    # with "tickets" OpenSSL's built-in tickets (one key per process): the floor gevent + stdlib ssl reaches
     return ctx
 
 

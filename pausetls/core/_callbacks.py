@@ -231,15 +231,14 @@ def pausetls_ticket_key_cb(ssl: Any, key_name: Any, iv: Any, cipher_ctx: Any, ma
     ring = None if conn is None else conn.session_context.ticket_keys
     if conn is None or ring is None:
         return 0
-    job = _job_of(conn)
     if enc:
-        ran, key = job.run_callback("ticket_keys", True, ring.for_encryption, conn.driver)
+        ran, key = _ask_ring(conn, ring, ring.for_encryption, conn.driver)
         if not ran or key is None:
             return 0
         ffi.memmove(key_name, key.name, lib.PAUSETLS_TICKET_KEY_NAME_BYTES)
         return int(lib.pausetls_ticket_init(cipher_ctx, mac_ctx, key.aes_key, key.hmac_key, iv, 1))
     name = bytes(ffi.buffer(key_name, lib.PAUSETLS_TICKET_KEY_NAME_BYTES))
-    ran, found = job.run_callback("ticket_keys", True, ring.for_decryption, conn.driver, name)
+    ran, found = _ask_ring(conn, ring, ring.for_decryption, conn.driver, name)
     if not ran or found is None:
         return 0
     key, renew = found
@@ -249,6 +248,18 @@ def pausetls_ticket_key_cb(ssl: Any, key_name: Any, iv: Any, cipher_ctx: Any, ma
     # (tls_decrypt_ticket sets ticket_expected for SSL_TICKET_SUCCESS_RENEW), and clients
     # (browsers, CPython) use each ticket once: without one they would resume only once
     return 2 if renew or _is_tls13(ssl) else 1
+
+
+def _ask_ring(conn: TLSSocket, ring: Any, lookup: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
+    """Run a ring lookup (which never raises an ``Exception``) as `Job.run_callback` does.
+
+    A ring that never waits (``timeout`` None: the in-process `TicketKeys`) is asked directly when no
+    callback of this call has made a job yet (so none failed): there is nothing to pause for, and a job per
+    resumed handshake is a cost every resumption would pay.
+    """
+    if ring.timeout is None and conn.job is None:
+        return True, lookup(*args)
+    return _job_of(conn).run_callback("ticket_keys", True, lookup, *args)
 
 
 @ffi.def_extern(onerror=_report, error=lib.SSL_TICKET_RETURN_IGNORE_RENEW)  # 0 would abort the handshake
@@ -319,9 +330,9 @@ def pausetls_servername_cb(ssl: Any, alert: Any, arg: Any) -> int:
     conn = connection_of(ssl)
     if status != lib.SSL_TLSEXT_ERR_OK or conn is None:
         return status
-    if not lib.SSL_session_reused(ssl):
-        # a new session is only bound to the final context: C calls, no user code, nothing to pause for
-        # (no job to make); should it raise, onerror above fails the handshake closed
+    if not lib.SSL_session_reused(ssl) or not lib.SSL_get_verify_mode(ssl) & lib.SSL_VERIFY_PEER:
+        # binding a new session, or checking a resumed one whose peer is not verified again: C calls, no
+        # user code, nothing to pause for (no job to make); should it raise, onerror above fails closed
         ran, refusal = True, settle_session(conn)
     else:  # verifying the resumed peer again may run the verify callback, which may pause
         ran, refusal = _job_of(conn).run_callback("session binding", True, settle_session, conn)

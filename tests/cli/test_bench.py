@@ -87,7 +87,13 @@ def test_resumed_cells_resume(mode: str, bench_pki: BenchPKI, load: LoadGenerato
 
 
 @pytest.mark.parametrize(
-    ("mode", "kind"), [("pausetls-gevent", "tickets"), ("pausetls-gevent", "memcached"), ("nginx", "tickets")]
+    ("mode", "kind"),
+    [
+        ("pausetls-gevent", "tickets"),
+        ("pausetls-gevent", "memcached"),
+        ("stdlib-gevent", "tickets"),
+        ("nginx", "tickets"),
+    ],
 )
 def test_resumption_cells_count_what_their_clients_report(
     mode: str, kind: str, bench_pki: BenchPKI, load: LoadGenerator, work: Path

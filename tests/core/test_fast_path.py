@@ -143,6 +143,44 @@ def test_a_callback_inside_an_established_connection_pauses_in_a_job_made_for_it
     assert others_ran == [2, 1, 0]
 
 
+@pytest.mark.parametrize("verify_clients", [False, True], ids=["unverified-peer", "verified-peer"])
+def test_a_resumption_under_in_process_ticket_keys_makes_a_job_only_to_verify_the_peer_again(
+    tls_version: int,
+    verify_clients: bool,
+    pki: PKI,
+    server_cert: Issued,
+    client_cert: Issued,
+    start_server: Any,
+    jobs_made: list[Callable[..., int]],
+) -> None:
+    """An in-process `TicketKeys` never waits, and a resumed peer that is not verified is only checked
+    against the session's name and context: nothing can pause, so a resumption makes no job.  A verified
+    peer is verified again (the verify callback may pause): that runs in a job of the handshake."""
+    ctx = make_server_context(server_cert, tls_version)
+    ctx.set_ticket_keys(pausetls.TicketKeys.generate())
+    if verify_clients:
+        ctx.load_verify_locations(str(pki.ca_path))
+        ctx.set_verify(pausetls.VERIFY_PEER | pausetls.VERIFY_FAIL_IF_NO_PEER_CERT)
+    server = start_server(ctx)
+    client = stdlib_client_context(pki, client_cert, cooperative=True)
+    session = None
+    made_in_resumption: list[Callable[..., int]] = []
+    for attempt in ("full", "resumed"):
+        jobs_made.clear()
+        sock = gevent.socket.create_connection((HOST, server.server_port), timeout=30)
+        with client.wrap_socket(sock, server_hostname="localhost", session=session) as tls:
+            tls.sendall(b"line\n")
+            assert tls.recv(100) == b"line\n"  # TLS 1.3: the ticket came before this
+            assert tls.session_reused == (attempt == "resumed")
+            session = tls.session
+        if attempt == "resumed":
+            made_in_resumption.extend(jobs_made)
+    if verify_clients:
+        assert lib.SSL_do_handshake in made_in_resumption
+    else:
+        assert made_in_resumption == []
+
+
 class _MallInfo2(ctypes.Structure):
     _fields_ = [
         (name, ctypes.c_size_t)
