@@ -609,6 +609,7 @@ static int pausetls_ticket_init(EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, const u
 REMOTE_KEY_CDEF = r"""
 EVP_PKEY *pausetls_remote_key_new(EVP_PKEY *, size_t);
 int pausetls_disable_static_rsa(SSL_CTX *);
+int pausetls_remote_signer_for(SSL_CTX *, const char *, size_t *);
 X509 *SSL_CTX_get0_certificate(const SSL_CTX *);
 EVP_PKEY *X509_get0_pubkey(const X509 *);
 extern "Python" int pausetls_remote_sign(size_t, const char *, const unsigned char *, size_t,

@@ -360,6 +360,9 @@ def test_static_rsa_key_exchange_is_disabled(
     assert code == 0 and "Cipher is ECDHE-RSA-AES128-GCM-SHA256" in output, output
     with pytest.raises(pausetls.Error, match="static RSA"):
         ctx.set_cipher_list("AES128-GCM-SHA256")
+    # refused whole: the list in force before stays (static RSA still out)
+    code, output = s_client(openssl, peers, server.server_port, "-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256")
+    assert code == 0 and "Cipher is ECDHE-RSA-AES128-GCM-SHA256" in output, output
 
 
 def test_use_remote_private_key_needs_the_certificate_first() -> None:
@@ -390,7 +393,8 @@ def test_the_provider_builds_with_openssls_deprecated_apis_hidden(tmp_path: Path
         # the extern "Python" callback cffi would generate, and uses of what the binding calls
         + "static int pausetls_remote_sign(size_t a, const char *b, const unsigned char *c, size_t d,\n"
         "    unsigned char *e, size_t *f, size_t g) { return 0; }\n"
-        "void *pausetls_used[] = {(void *)pausetls_remote_key_new, (void *)pausetls_disable_static_rsa};\n"
+        "void *pausetls_used[] = {(void *)pausetls_remote_key_new, (void *)pausetls_disable_static_rsa,\n"
+        "    (void *)pausetls_remote_signer_for};\n"
     )
     hidden = ["-DOPENSSL_NO_DEPRECATED", "-DOPENSSL_API_COMPAT=30000", "-Wall", "-Werror", "-Wno-unused-parameter"]
     result = subprocess.run([cc, *hidden, "-fsyntax-only", str(unit)], capture_output=True, text=True, timeout=60)
