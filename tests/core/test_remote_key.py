@@ -31,7 +31,7 @@ from conftest import stdlib_client_context
 from drivers import later, never
 from gates import GENEROUS
 from health import Watch
-from hook_clients import client_error, fetch_cn, s_client
+from hook_clients import client_error, fetch_cn, internal_error_line, s_client
 from peers import Peer, PeerGroup
 from pki import PKI, Issued
 from servers import require_binary
@@ -308,11 +308,8 @@ def test_a_faulty_sign_fails_its_handshake_with_internal_error_and_names_itself(
     ctx = remote_key_context(server_cert, sign, tls_version)
     ctx.set_callback_timeout(CALLBACK_TIMEOUT)
     server = start(ctx)
-    since = watch.mark(server)
     client_ctx = stdlib_client_context(pki, version=tls_version, cooperative=True)
-    error = client_error(server.server_port, client_ctx)
-    assert isinstance(error, ssl.SSLError) and error.reason == "TLSV1_ALERT_INTERNAL_ERROR", error
-    line = watch.one_failure(server, since, "callback_errors")
+    line = internal_error_line(server, client_ctx, watch)
     assert re.search(f" reason=private_key_sign callback raised {FAULTS[fault]}$", line), line
     assert fetch_cn(server.server_port, client_ctx, "localhost") == "localhost"  # the server was not wedged
     assert server.stats.handshakes_completed == 1 and server.stats.handshakes_failed == 1

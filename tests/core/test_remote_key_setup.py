@@ -10,6 +10,7 @@ CPython's ``ssl``.
 from __future__ import annotations
 
 import gc
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,9 @@ from key_service import sign as sign_locally
 
 import pausetls
 
-from hook_clients import s_client
+from conftest import stdlib_client_context
+from health import Watch
+from hook_clients import fetch_cn, internal_error_line, s_client
 from peers import PeerGroup
 from pki import PKI, Issued
 
@@ -156,3 +159,29 @@ def test_an_ec_and_an_rsa_key_each_keep_their_own_signer(
         output = peer.ok(tls_version, "-sigalgs", SCHEME[name])
         assert f"CN = {cert.subject_cn}" in output, output
         assert calls.pop() == f"{name}:{SCHEME[name]}" and calls == []
+
+
+def test_a_handshake_whose_key_lost_its_signer_fails_closed_naming_it(
+    tls_version: int, pki: PKI, server_cert: Issued, start_server: Any, watch: Watch
+) -> None:
+    """The key is replaced while a handshake holds the old one (a copy taken when the connection was
+    made): that handshake fails with internal_error and a LookupError; the next uses the new signer."""
+    calls: list[str] = []
+    ctx = server_context(server_cert, calls, "old")
+    replaced: list[bool] = []
+
+    def replace_the_key(conn: pausetls.TLSSocket) -> bool:
+        if not replaced:  # the first handshake only
+            ctx.use_remote_private_key(recording_signer(server_cert, calls, "new"))
+            replaced.append(True)
+            gc.collect()
+        return True
+
+    ctx.set_certificate_callback(replace_the_key)
+    server = start_server(ctx)
+    client_ctx = stdlib_client_context(pki, version=tls_version, cooperative=True)
+    line = internal_error_line(server, client_ctx, watch)
+    pattern = r" reason=private_key_sign callback raised LookupError: no signer for remote key #\d+: replaced"
+    assert re.search(pattern, line), line
+    assert fetch_cn(server.server_port, client_ctx, "localhost") == server_cert.subject_cn
+    assert calls == [f"new:{SCHEME['ec']}"]
