@@ -235,6 +235,7 @@ int SSL_renegotiate(SSL *);
 int SSL_renegotiate_pending(const SSL *);
 int SSL_verify_client_post_handshake(SSL *);
 void SSL_set_post_handshake_auth(SSL *, int);
+void SSL_CTX_set_post_handshake_auth(SSL_CTX *, int);
 SSL_CTX *SSL_get_SSL_CTX(const SSL *);
 SSL_CTX *SSL_set_SSL_CTX(SSL *, SSL_CTX *);
 SSL_SESSION *SSL_get1_session(SSL *);

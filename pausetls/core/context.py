@@ -112,6 +112,7 @@ class Context:
         self.hooks = ContextHooks()  # the user callbacks, read by the OpenSSL callbacks
         self._app_data: Any = None
         self._remote_keys = RemoteKeys(self._ctx)
+        self._post_handshake_auth = False
         lib.SSL_CTX_set_options(self._ctx, lib.SSL_OP_NO_COMPRESSION)
         lib.SSL_CTX_set_mode(self._ctx, lib.SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | lib.SSL_MODE_RELEASE_BUFFERS)
         # one read() per record instead of two (header, then body): the data path's system calls halve
@@ -291,6 +292,16 @@ class Context:
     def set_verify_depth(self, depth: int) -> None:
         lib.SSL_CTX_set_verify_depth(self._ctx, depth)
         self._session_policy_changed()
+
+    def set_post_handshake_auth(self, on: bool) -> None:
+        """Client: offer TLS 1.3 post-handshake authentication, so a server may ask for the
+        certificate after the handshake (its ``verify_client_post_handshake``); off by default.
+        The request is answered inside a later read, a remote key signing as in a handshake."""
+        lib.SSL_CTX_set_post_handshake_auth(self._ctx, int(on))
+        self._post_handshake_auth = bool(on)
+
+    def get_post_handshake_auth(self) -> bool:
+        return self._post_handshake_auth
 
     # -- protocol --------------------------------------------------------
 

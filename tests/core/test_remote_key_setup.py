@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import gc
 import re
+import ssl
 from collections.abc import Callable
 from typing import Any
 
+import gevent
+import gevent.socket
+import gevent.ssl
 import pytest
 from key_service import sign as sign_locally
 
 import pausetls
 
 from conftest import stdlib_client_context
+from gates import GENEROUS
 from health import Watch
 from hook_clients import fetch_cn, internal_error_line, s_client
 from peers import PeerGroup
@@ -185,3 +190,74 @@ def test_a_handshake_whose_key_lost_its_signer_fails_closed_naming_it(
     assert re.search(pattern, line), line
     assert fetch_cn(server.server_port, client_ctx, "localhost") == server_cert.subject_cn
     assert calls == [f"new:{SCHEME['ec']}"]
+
+
+# -- post-handshake authentication (TLS 1.3) --------------------------------------------------
+
+
+def stdlib_pha_server(pki: PKI, server_cert: Issued) -> tuple[gevent.socket.socket, gevent.Greenlet]:
+    """A CPython ``ssl`` server that asks for the client certificate after the handshake, then answers
+    with the subject it got; (listener, greenlet returning what the server saw)."""
+    ctx = gevent.ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(server_cert.chain_path), str(server_cert.key_path))
+    ctx.load_verify_locations(cafile=str(pki.ca_path))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.post_handshake_auth = True  # with CERT_REQUIRED: no certificate asked in the handshake itself
+    listener = gevent.socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def serve() -> str:
+        sock, _ = listener.accept()
+        with ctx.wrap_socket(sock, server_side=True) as tls:
+            assert tls.recv(5) == b"hello" and tls.getpeercert() is None
+            tls.verify_client_post_handshake()
+            tls.sendall(b"certificate, please")  # the CertificateRequest goes out before these bytes
+            assert tls.recv(2) == b"ok"  # the client's Certificate and CertificateVerify came first
+            subject = dict(field for rdn in tls.getpeercert()["subject"] for field in rdn)
+            tls.sendall(subject["commonName"].encode())
+            return str(subject["commonName"])
+
+    return listener, gevent.spawn(serve)
+
+
+def test_post_handshake_auth_signs_with_the_remote_client_key(
+    pki: PKI, server_cert: Issued, client_cert: Issued
+) -> None:
+    calls: list[str] = []
+    ctx = pausetls.client_context(str(pki.ca_path))
+    ctx.use_certificate_chain_file(client_cert.chain_path)
+    ctx.use_remote_private_key(recording_signer(client_cert, calls, "client"))
+    assert ctx.get_post_handshake_auth() is False
+    ctx.set_post_handshake_auth(True)
+    assert ctx.get_post_handshake_auth() is True
+    listener, server = stdlib_pha_server(pki, server_cert)
+    try:
+        with pausetls.connect(listener.getsockname(), ctx, server_hostname="localhost", timeout=GENEROUS) as tls:
+            tls.sendall(b"hello")
+            assert calls == []  # nothing signed in the handshake: no certificate was asked then
+            assert tls.recv(100) == b"certificate, please"  # this read answered the request
+            tls.sendall(b"ok")
+            assert tls.recv(100) == client_cert.subject_cn.encode()
+        assert server.get(timeout=GENEROUS) == client_cert.subject_cn
+    finally:
+        server.kill()
+        listener.close()
+    assert calls == [f"client:{SCHEME['ec']}"]
+
+
+def test_without_post_handshake_auth_the_server_cannot_ask(pki: PKI, server_cert: Issued, client_cert: Issued) -> None:
+    ctx = pausetls.client_context(str(pki.ca_path))
+    ctx.use_certificate_chain_file(client_cert.chain_path)
+    ctx.use_privatekey(client_cert.key)
+    listener, server = stdlib_pha_server(pki, server_cert)
+    try:
+        with pausetls.connect(listener.getsockname(), ctx, server_hostname="localhost", timeout=GENEROUS) as tls:
+            tls.sendall(b"hello")
+            server.join(timeout=GENEROUS)
+        assert isinstance(server.exception, ssl.SSLError), server.exception
+        assert server.exception.reason == "EXTENSION_NOT_RECEIVED", server.exception
+    finally:
+        server.kill()
+        listener.close()
