@@ -282,7 +282,10 @@ FAULTS = {  # the fault, and what the server's log line says after "private_key_
     "hangs": rf"TimeoutError: (pause )?timed out after {CALLBACK_TIMEOUT} s",
     "returns-a-str": "TypeError: it returned str, expected bytes",
     "returns-too-much": "ValueError: it returned 4096 bytes, expected 1 to 72",
+    "returns-none": "TypeError: it returned NoneType, expected bytes",
+    "returns-nothing": "ValueError: it returned 0 bytes, expected 1 to 72",
 }
+RETURNED = {"returns-a-str": "signature", "returns-too-much": bytes(4096), "returns-none": None, "returns-nothing": b""}
 
 
 @pytest.mark.timing
@@ -303,7 +306,7 @@ def test_a_faulty_sign_fails_its_handshake_with_internal_error_and_names_itself(
             return later(driver, error=RuntimeError("the HSM is down"))
         if fault == "hangs":
             return never(driver)
-        return "signature" if fault == "returns-a-str" else bytes(4096)
+        return RETURNED[fault]
 
     ctx = remote_key_context(server_cert, sign, tls_version)
     ctx.set_callback_timeout(CALLBACK_TIMEOUT)
@@ -315,31 +318,49 @@ def test_a_faulty_sign_fails_its_handshake_with_internal_error_and_names_itself(
     assert server.stats.handshakes_completed == 1 and server.stats.handshakes_failed == 1
 
 
-@pytest.mark.parametrize("wrong", ["another key", "corrupted"])
+WRONG_SIGNATURES = ["another key", "corrupted", "truncated DER", "PKCS#1 v1.5 for PSS"]
+
+
+@pytest.mark.parametrize("wrong", WRONG_SIGNATURES)
 def test_a_wrong_signature_is_rejected_by_the_client(
     wrong: str,
     tls_version: int,
     pki: PKI,
     other_pki: PKI,
     server_cert: Issued,
+    rsa_server_cert: Issued,
     start_server: Any,
     watch: Watch,
 ) -> None:
-    """What a compromised or broken key service returns must not pass: the client checks the signature."""
+    """What a compromised or broken key service returns must not pass: the client checks the signature.
+    The server goes on: the next client, signed for properly, is served."""
+    cert = rsa_server_cert if wrong == "PKCS#1 v1.5 for PSS" else server_cert
     other = other_pki.issue("localhost")
+    schemes: list[str] = []
 
     def sign(conn: pausetls.TLSSocket, scheme: str, digest: bytes) -> bytes:
+        schemes.append(scheme)
+        good = sign_locally(cert.key, scheme, digest)
+        if len(schemes) > 1:
+            return good
         if wrong == "another key":
             return sign_locally(other.key, scheme, digest)
-        good = sign_locally(server_cert.key, scheme, digest)
+        if wrong == "truncated DER":
+            return good[: len(good) // 2]  # the SEQUENCE's length now runs past the end
+        if wrong == "PKCS#1 v1.5 for PSS":  # the same size as the PSS block asked for
+            return sign_locally(cert.key, scheme.replace("rsa_pss_rsae_", "rsa_pkcs1_"), digest)
         return good[:-1] + bytes([good[-1] ^ 1])  # the DER stays well formed: the last byte of s
 
-    server = start_server(remote_key_context(server_cert, sign, tls_version))
+    server = start_server(remote_key_context(cert, sign, tls_version))
     since = watch.mark(server)
-    error = client_error(server.server_port, stdlib_client_context(pki, version=tls_version, cooperative=True))
+    client_ctx = stdlib_client_context(pki, version=tls_version, cooperative=True)
+    error = client_error(server.server_port, client_ctx)
     assert isinstance(error, ssl.SSLError) and error.reason == "BAD_SIGNATURE", error
     line = watch.one_failure(server, since)  # the client's decrypt_error alert ends the server's handshake
     assert "tlsv1 alert decrypt error" in line, line
+    assert fetch_cn(server.server_port, client_ctx, "localhost") == cert.subject_cn
+    assert server.stats.handshakes_completed == 1 and server.stats.handshakes_failed == 1
+    assert schemes[0] == ("rsa_pss_rsae_sha256" if cert is rsa_server_cert else "ecdsa_secp256r1_sha256")
 
 
 def test_static_rsa_key_exchange_is_disabled(
