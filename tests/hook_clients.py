@@ -39,6 +39,15 @@ def client_error(port: int, ctx: ssl.SSLContext, name: str = "localhost") -> Bas
     raise AssertionError("the handshake should have failed")
 
 
+def internal_error_line(server: Any, ctx: ssl.SSLContext, watch: Any) -> str:
+    """A stdlib client's handshake with *server* meets internal_error from a failed callback (`health.Watch`
+    counts it under ``callback_errors``); the server's log line for it."""
+    since = watch.mark(server)
+    error = client_error(server.server_port, ctx)
+    assert isinstance(error, ssl.SSLError) and error.reason == "TLSV1_ALERT_INTERNAL_ERROR", error
+    return str(watch.one_failure(server, since, "callback_errors"))
+
+
 def s_client(openssl: str, peers: PeerGroup, port: int, *args: str) -> tuple[int, str]:
     """Run ``openssl s_client`` until the handshake ends (stdin closed); its exit code and all its output."""
     client = peers.process([openssl, "s_client", "-connect", f"127.0.0.1:{port}", *args])

@@ -235,6 +235,7 @@ int SSL_renegotiate(SSL *);
 int SSL_renegotiate_pending(const SSL *);
 int SSL_verify_client_post_handshake(SSL *);
 void SSL_set_post_handshake_auth(SSL *, int);
+void SSL_CTX_set_post_handshake_auth(SSL_CTX *, int);
 SSL_CTX *SSL_get_SSL_CTX(const SSL *);
 SSL_CTX *SSL_set_SSL_CTX(SSL *, SSL_CTX *);
 SSL_SESSION *SSL_get1_session(SSL *);
@@ -609,6 +610,7 @@ static int pausetls_ticket_init(EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, const u
 REMOTE_KEY_CDEF = r"""
 EVP_PKEY *pausetls_remote_key_new(EVP_PKEY *, size_t);
 int pausetls_disable_static_rsa(SSL_CTX *);
+int pausetls_remote_signer_for(SSL_CTX *, const char *, size_t *);
 X509 *SSL_CTX_get0_certificate(const SSL_CTX *);
 EVP_PKEY *X509_get0_pubkey(const X509 *);
 extern "Python" int pausetls_remote_sign(size_t, const char *, const unsigned char *, size_t,

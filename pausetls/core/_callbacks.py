@@ -433,21 +433,31 @@ def pausetls_remote_sign(
     OpenSSL calls it from ``EVP_DigestSign`` on the handshake's stack, inside the connection's own
     OpenSSL call (`calling_connection`), whose job it joins like every hook.
     """
-    signer = signer_of(signer_id)
     conn = calling_connection()
-    if conn is None or signer is None:
+    if conn is None:
         return 0  # signing outside a handshake of ours: nothing to run the signer in
     job = conn.callback_job()
-    name = "private_key_sign"
+    signer = signer_of(signer_id)
+    if signer is None:  # the key was replaced in its context after this connection took a copy
+        missing = f"no signer for remote key #{signer_id}: replaced in its context after this connection was made"
+        return _sign_failed(job, LookupError(missing))
     args = (ffi.string(scheme).decode("ascii"), bytes(ffi.buffer(digest, digest_len)))
-    ran, signature = _run_hook(conn, name, signer.sign, conn, *args, returns=(bytes,))
+    ran, signature = _run_hook(conn, _SIGN, signer.sign, conn, *args, returns=(bytes,))
     if not ran:
         return 0
     if not 0 < len(signature) <= sigsize:
-        if job.exception is None:
-            job.exception = ValueError(f"it returned {len(signature)} bytes, expected 1 to {sigsize}")
-            job.failed_callback = name
-        return 0
+        return _sign_failed(job, ValueError(f"it returned {len(signature)} bytes, expected 1 to {sigsize}"))
     ffi.memmove(sig, signature, len(signature))
     siglen[0] = len(signature)
     return 1
+
+
+_SIGN = "private_key_sign"
+
+
+def _sign_failed(job: Job, exc: Exception) -> int:
+    """Fail the handshake (internal_error) with *exc* as the signer's error, unless one is there already."""
+    if job.exception is None:
+        job.exception = exc
+        job.failed_callback = _SIGN
+    return 0

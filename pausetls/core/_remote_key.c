@@ -253,6 +253,8 @@ static int rk_get_params(void *keydata, OSSL_PARAM params[])
     if (!key->is_rsa && (p = OSSL_PARAM_locate(params, OSSL_PKEY_PARAM_GROUP_NAME)) != NULL
         && !OSSL_PARAM_set_utf8_string(p, key->group))
         return 0;
+    if ((p = OSSL_PARAM_locate(params, PAUSETLS_RK_SIGNER_PARAM)) != NULL && !OSSL_PARAM_set_size_t(p, key->signer))
+        return 0;
     return 1;
 }
 
@@ -264,6 +266,7 @@ static const OSSL_PARAM *rk_gettable_params(void *provctx)
         OSSL_PARAM_int(OSSL_PKEY_PARAM_MAX_SIZE, NULL),
         OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_DEFAULT_DIGEST, NULL, 0),
         OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, NULL, 0),
+        OSSL_PARAM_size_t(PAUSETLS_RK_SIGNER_PARAM, NULL),
         OSSL_PARAM_END
     };
     return gettable;
@@ -595,4 +598,39 @@ static int pausetls_disable_static_rsa(SSL_CTX *ctx)
     ok = len > 1 && SSL_CTX_set_cipher_list(ctx, text);
     BIO_free(names);
     return ok;
+}
+
+
+/* The signer id `key` carries if it is one of this provider's keys; 0 for any other key. */
+static size_t rk_signer_of(EVP_PKEY *key)
+{
+    const OSSL_PROVIDER *prov = key == NULL ? NULL : EVP_PKEY_get0_provider(key);
+    size_t signer = 0;
+
+    if (prov == NULL || strcmp(OSSL_PROVIDER_get0_name(prov), PAUSETLS_RK_PROVIDER) != 0
+        || !EVP_PKEY_get_size_t_param(key, PAUSETLS_RK_SIGNER_PARAM, &signer))
+        return 0;
+    return signer;
+}
+
+/* Into *signer: the signer of `ctx`'s private key of `type` ("RSA" or "EC"), 0 when that key is
+   local or missing.  libssl keeps one key per certificate type and shows only the "current" one;
+   the walk runs on a throwaway SSL (a copy of the context's certificates) because moving the
+   context's current certificate would change where later chain certificates go.  0 on failure. */
+static int pausetls_remote_signer_for(SSL_CTX *ctx, const char *type, size_t *signer)
+{
+    SSL *ssl = SSL_new(ctx);
+    int more;
+
+    if (ssl == NULL)
+        return 0;
+    *signer = 0;
+    for (more = SSL_set_current_cert(ssl, SSL_CERT_SET_FIRST); more > 0;
+         more = SSL_set_current_cert(ssl, SSL_CERT_SET_NEXT)) {
+        EVP_PKEY *key = SSL_get_privatekey(ssl);
+        if (key != NULL && EVP_PKEY_is_a(key, type))
+            *signer = rk_signer_of(key);
+    }
+    SSL_free(ssl);
+    return 1;
 }

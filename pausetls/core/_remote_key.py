@@ -20,7 +20,7 @@ from .errors import Error
 if TYPE_CHECKING:
     from .tls_socket import TLSSocket
 
-__all__ = ["RemoteSigner", "SignCallback", "disable_static_rsa", "install_remote_key", "signer_of"]
+__all__ = ["KEY_TYPES", "RemoteKeys", "RemoteSigner", "SignCallback", "disable_static_rsa", "signer_of"]
 
 SignCallback = Callable[["TLSSocket", str, bytes], Any]
 """``sign(conn, scheme, digest) -> signature``: DER for ECDSA, the raw block for RSA; may block on the
@@ -43,35 +43,70 @@ class RemoteSigner:
 
 _ids = itertools.count(1)  # 0 is the provider's "no signer": a certificate's public key
 _signers: weakref.WeakValueDictionary[int, RemoteSigner] = weakref.WeakValueDictionary()
-"""Weak: a signer lives as long as its Context, which holds the ``SSL_CTX`` holding the key."""
+"""Weak: a signer lives while its Context holds its key (`RemoteKeys`); a connection made before
+the key was replaced holds the old key, whose signer is then gone (its handshake fails closed)."""
 
 
 def signer_of(signer_id: int) -> RemoteSigner | None:
     return _signers.get(signer_id)
 
 
-def install_remote_key(ctx: Any, sign: SignCallback) -> RemoteSigner:
-    """Make ``sign`` the private key of ``SSL_CTX *ctx``, whose certificate must be set already.
+KEY_TYPES = ("RSA", "EC")
+"""The key types a remote key may have: libssl holds one private key per certificate type."""
 
-    Static-RSA key exchange goes (a remote key cannot decrypt a premaster secret).
+
+class RemoteKeys:
+    """The signers of one ``SSL_CTX``'s remote keys, one per key type.
+
+    A signer is kept while its key is in the context: a local key, another remote key or a
+    certificate the key does not match takes its place, and `refresh` lets the signer go.
     """
-    if not callable(sign):
-        raise TypeError("sign must be callable")
-    cert = lib.SSL_CTX_get0_certificate(ctx)
-    if cert == ffi.NULL:
-        raise Error("set the certificate before use_remote_private_key: the key's public half comes from it")
-    signer = RemoteSigner(sign)
-    lib.ERR_clear_error()
-    key = lib.pausetls_remote_key_new(lib.X509_get0_pubkey(cert), signer.id)
-    if key == ffi.NULL:
-        raise Error("cannot make a remote key for this certificate (EC and RSA keys only)", drain_error_queue())
-    try:
-        if lib.SSL_CTX_use_PrivateKey(ctx, key) <= 0:
-            raise Error("cannot use the remote key", drain_error_queue())
-    finally:
-        lib.EVP_PKEY_free(key)  # the SSL_CTX holds its own reference
-    disable_static_rsa(ctx)
-    return signer
+
+    __slots__ = ("_ctx", "_signers")
+
+    def __init__(self, ctx: Any) -> None:
+        self._ctx = ctx
+        self._signers: dict[str, RemoteSigner] = {}
+
+    def install(self, sign: SignCallback) -> None:
+        """Make ``sign`` the private key of the context's current certificate, which must be set already."""
+        if not callable(sign):
+            raise TypeError("sign must be callable")
+        cert = lib.SSL_CTX_get0_certificate(self._ctx)
+        if cert == ffi.NULL:
+            raise Error("set the certificate before use_remote_private_key: the key's public half comes from it")
+        signer = RemoteSigner(sign)  # only weakly registered: alive here until refresh keeps it
+        lib.ERR_clear_error()
+        key = lib.pausetls_remote_key_new(lib.X509_get0_pubkey(cert), signer.id)
+        if key == ffi.NULL:
+            raise Error("cannot make a remote key for this certificate (EC and RSA keys only)", drain_error_queue())
+        try:
+            if lib.SSL_CTX_use_PrivateKey(self._ctx, key) <= 0:
+                raise Error("cannot use the remote key", drain_error_queue())
+        finally:
+            lib.EVP_PKEY_free(key)  # the SSL_CTX holds its own reference
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Keep the signers of the remote keys the context holds now, and only those."""
+        held = {}
+        for key_type in KEY_TYPES:
+            signer = signer_of(_signer_id(self._ctx, key_type))
+            if signer is not None:
+                held[key_type] = signer
+        self._signers = held
+
+    @property
+    def rsa_is_remote(self) -> bool:
+        """A remote RSA key cannot decrypt a premaster secret: static RSA must go while this holds."""
+        return "RSA" in self._signers
+
+
+def _signer_id(ctx: Any, key_type: str) -> int:
+    signer = ffi.new("size_t *")
+    if not lib.pausetls_remote_signer_for(ctx, key_type.encode("ascii"), signer):
+        raise Error("cannot read the context's keys", drain_error_queue())
+    return int(signer[0])
 
 
 def disable_static_rsa(ctx: Any) -> None:

@@ -17,13 +17,13 @@ from ._certs import CertificateLike, PrivateKeyLike, new_x509, use_pkey, use_x50
 from ._files import checked_file
 from ._hooks import ContextHooks
 from ._keylog import KeyLogCallback, KeyLogFile
-from ._remote_key import RemoteSigner, SignCallback, disable_static_rsa, install_remote_key
+from ._remote_key import RemoteKeys, SignCallback, disable_static_rsa
 from ._session_binding import policy_session_id
 from ._x509_names import NameLike, names_of_stack, new_name_stack
 from .client_session_cache import ClientSessionCache
 from .constants import FILETYPE_PEM, TLS_CLIENT_METHOD, TLS_METHOD, TLS_SERVER_METHOD
 from .errors import Error
-from .tls_defaults import apply_defaults
+from .tls_defaults import apply_defaults, default_ciphers
 
 if TYPE_CHECKING:
     from ..sessions.stores import SessionStore
@@ -111,12 +111,14 @@ class Context:
         lib.SSL_CTX_set_ex_data(self._ctx, _EX_DATA_INDEX, self._handle)
         self.hooks = ContextHooks()  # the user callbacks, read by the OpenSSL callbacks
         self._app_data: Any = None
-        self._remote_signer: RemoteSigner | None = None
+        self._remote_keys = RemoteKeys(self._ctx)
+        self._post_handshake_auth = False
         lib.SSL_CTX_set_options(self._ctx, lib.SSL_OP_NO_COMPRESSION)
         lib.SSL_CTX_set_mode(self._ctx, lib.SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | lib.SSL_MODE_RELEASE_BUFFERS)
         # one read() per record instead of two (header, then body): the data path's system calls halve
         lib.SSL_CTX_set_read_ahead(self._ctx, 1)
         apply_defaults(self._ctx, method)
+        self._cipher_list = default_ciphers(method).encode()  # the user's, less static RSA while remote
         self._client_ca_list_chosen = False
         self.session_cache: SessionCache | None = None
         self.client_session_cache: ClientSessionCache | None = None
@@ -141,6 +143,7 @@ class Context:
             lib.SSL_CTX_use_certificate_chain_file(self._ctx, checked_file(certfile, "certificate chain")),
             f"cannot load certificate chain {certfile!s}",
         )
+        self._keys_changed()  # a certificate its key does not match drops the key
 
     def use_certificate_file(self, certfile: str | bytes | os.PathLike[Any], filetype: int = FILETYPE_PEM) -> None:
         # a leaf-only load is the chain load of a one-certificate file in PEM
@@ -155,10 +158,12 @@ class Context:
             lib.SSL_CTX_use_PrivateKey_file(self._ctx, checked_file(keyfile, "private key"), filetype),
             f"cannot load private key {keyfile!s}",
         )
+        self._keys_changed()
 
     def use_certificate(self, cert: CertificateLike) -> None:
         """Use *cert* (pyOpenSSL ``X509``, cryptography ``Certificate`` or DER)."""
         use_x509(cert, lambda ptr: lib.SSL_CTX_use_certificate(self._ctx, ptr), "cannot use certificate")
+        self._keys_changed()
 
     def add_extra_chain_cert(self, cert: CertificateLike) -> None:
         ptr = new_x509(cert)  # the context takes ownership on success
@@ -169,6 +174,7 @@ class Context:
     def use_privatekey(self, pkey: PrivateKeyLike) -> None:
         """Use *pkey* (pyOpenSSL ``PKey``, cryptography private key or DER)."""
         use_pkey(pkey, lambda ptr: lib.SSL_CTX_use_PrivateKey(self._ctx, ptr), "cannot use private key")
+        self._keys_changed()
 
     def use_remote_private_key(self, sign: SignCallback) -> None:
         """Sign handshakes with ``sign(conn, scheme, digest) -> signature``: the key lives elsewhere.
@@ -180,9 +186,15 @@ class Context:
         ECDSA, the raw block for RSA.  Like the other hooks, ``sign`` may block on the loop or
         return a pending result, and `set_callback_timeout` bounds it; an exception or a timeout
         fails the handshake with internal_error.  EC and RSA keys, server and client contexts.
-        TLS 1.2 suites with static RSA key exchange are removed from this context.
+
+        It replaces the key of the current certificate's type, local or remote, and a later
+        ``use_privatekey`` of that type replaces it: one key per type, so an EC and an RSA
+        certificate may each have a signer of their own.  While the RSA key is remote, TLS 1.2
+        suites with static RSA key exchange are left out of the cipher list (a remote key cannot
+        decrypt); the list set with `set_cipher_list` comes back once the RSA key is local.
         """
-        self._remote_signer = install_remote_key(self._ctx, sign)
+        self._remote_keys.install(sign)
+        self._apply_ciphers(self._cipher_list)
 
     def check_privatekey(self) -> None:
         _check(lib.SSL_CTX_check_private_key(self._ctx), "private key does not match the certificate")
@@ -281,13 +293,41 @@ class Context:
         lib.SSL_CTX_set_verify_depth(self._ctx, depth)
         self._session_policy_changed()
 
+    def set_post_handshake_auth(self, on: bool) -> None:
+        """Client: offer TLS 1.3 post-handshake authentication, so a server may ask for the
+        certificate after the handshake (its ``verify_client_post_handshake``); off by default.
+        The request is answered inside a later read, a remote key signing as in a handshake."""
+        lib.SSL_CTX_set_post_handshake_auth(self._ctx, int(on))
+        self._post_handshake_auth = bool(on)
+
+    def get_post_handshake_auth(self) -> bool:
+        return self._post_handshake_auth
+
     # -- protocol --------------------------------------------------------
 
     def set_cipher_list(self, ciphers: str | bytes) -> None:
-        """TLS 1.2 and older cipher list (OpenSSL syntax)."""
-        _check(lib.SSL_CTX_set_cipher_list(self._ctx, _text(ciphers)), f"no cipher matches {ciphers!r}")
-        if self._remote_signer is not None:
+        """TLS 1.2 and older cipher list (OpenSSL syntax), less static RSA while the RSA key is remote.
+
+        On an error the list in force before stays."""
+        wanted = _text(ciphers)
+        try:
+            self._apply_ciphers(wanted)
+        except Error:
+            self._apply_ciphers(self._cipher_list)
+            raise
+        self._cipher_list = wanted
+
+    def _apply_ciphers(self, ciphers: bytes) -> None:
+        wanted = ciphers.decode(errors="replace")
+        _check(lib.SSL_CTX_set_cipher_list(self._ctx, ciphers), f"no cipher matches {wanted!r}")
+        if self._remote_keys.rsa_is_remote:
             disable_static_rsa(self._ctx)
+
+    def _keys_changed(self) -> None:
+        """After a certificate or key change: keep the signers of the remote keys still held, and
+        static RSA out only while the RSA key is remote."""
+        self._remote_keys.refresh()
+        self._apply_ciphers(self._cipher_list)
 
     def set_ciphersuites(self, ciphersuites: str | bytes) -> None:
         """TLS 1.3 cipher suites (``TLS_AES_128_GCM_SHA256:...``)."""

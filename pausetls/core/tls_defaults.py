@@ -21,7 +21,7 @@ from ._binding import drain_error_queue, lib
 from .constants import TLS1_2_VERSION, TLS_CLIENT_METHOD
 from .errors import Error
 
-__all__ = ["SERVER_CIPHERS", "CLIENT_CIPHERS", "SERVER_GROUPS", "MIN_VERSION", "apply_defaults"]
+__all__ = ["SERVER_CIPHERS", "CLIENT_CIPHERS", "SERVER_GROUPS", "MIN_VERSION", "apply_defaults", "default_ciphers"]
 
 SERVER_CIPHERS = ":".join(
     [
@@ -47,12 +47,16 @@ SERVER_GROUPS = "X25519:P-256:P-384"
 MIN_VERSION = TLS1_2_VERSION
 
 
+def default_ciphers(method: int) -> str:
+    """The TLS 1.2 cipher list a new context made with *method* starts with."""
+    return CLIENT_CIPHERS if method == TLS_CLIENT_METHOD else SERVER_CIPHERS
+
+
 def apply_defaults(ctx: Any, method: int) -> None:
     """Give a new ``SSL_CTX *`` made with *method* the settings above."""
-    client = method == TLS_CLIENT_METHOD
     _check(lib.SSL_CTX_set_min_proto_version(ctx, MIN_VERSION), "minimum protocol version")
-    _check(lib.SSL_CTX_set_cipher_list(ctx, (CLIENT_CIPHERS if client else SERVER_CIPHERS).encode()), "cipher list")
-    if not client:
+    _check(lib.SSL_CTX_set_cipher_list(ctx, default_ciphers(method).encode()), "cipher list")
+    if method != TLS_CLIENT_METHOD:
         _check(lib.SSL_CTX_set1_groups_list(ctx, SERVER_GROUPS.encode()), "groups")
 
 

@@ -31,7 +31,7 @@ from conftest import stdlib_client_context
 from drivers import later, never
 from gates import GENEROUS
 from health import Watch
-from hook_clients import client_error, fetch_cn, s_client
+from hook_clients import client_error, fetch_cn, internal_error_line, s_client
 from peers import Peer, PeerGroup
 from pki import PKI, Issued
 from servers import require_binary
@@ -282,7 +282,10 @@ FAULTS = {  # the fault, and what the server's log line says after "private_key_
     "hangs": rf"TimeoutError: (pause )?timed out after {CALLBACK_TIMEOUT} s",
     "returns-a-str": "TypeError: it returned str, expected bytes",
     "returns-too-much": "ValueError: it returned 4096 bytes, expected 1 to 72",
+    "returns-none": "TypeError: it returned NoneType, expected bytes",
+    "returns-nothing": "ValueError: it returned 0 bytes, expected 1 to 72",
 }
+RETURNED = {"returns-a-str": "signature", "returns-too-much": bytes(4096), "returns-none": None, "returns-nothing": b""}
 
 
 @pytest.mark.timing
@@ -303,46 +306,61 @@ def test_a_faulty_sign_fails_its_handshake_with_internal_error_and_names_itself(
             return later(driver, error=RuntimeError("the HSM is down"))
         if fault == "hangs":
             return never(driver)
-        return "signature" if fault == "returns-a-str" else bytes(4096)
+        return RETURNED[fault]
 
     ctx = remote_key_context(server_cert, sign, tls_version)
     ctx.set_callback_timeout(CALLBACK_TIMEOUT)
     server = start(ctx)
-    since = watch.mark(server)
     client_ctx = stdlib_client_context(pki, version=tls_version, cooperative=True)
-    error = client_error(server.server_port, client_ctx)
-    assert isinstance(error, ssl.SSLError) and error.reason == "TLSV1_ALERT_INTERNAL_ERROR", error
-    line = watch.one_failure(server, since, "callback_errors")
+    line = internal_error_line(server, client_ctx, watch)
     assert re.search(f" reason=private_key_sign callback raised {FAULTS[fault]}$", line), line
     assert fetch_cn(server.server_port, client_ctx, "localhost") == "localhost"  # the server was not wedged
     assert server.stats.handshakes_completed == 1 and server.stats.handshakes_failed == 1
 
 
-@pytest.mark.parametrize("wrong", ["another key", "corrupted"])
+WRONG_SIGNATURES = ["another key", "corrupted", "truncated DER", "PKCS#1 v1.5 for PSS"]
+
+
+@pytest.mark.parametrize("wrong", WRONG_SIGNATURES)
 def test_a_wrong_signature_is_rejected_by_the_client(
     wrong: str,
     tls_version: int,
     pki: PKI,
     other_pki: PKI,
     server_cert: Issued,
+    rsa_server_cert: Issued,
     start_server: Any,
     watch: Watch,
 ) -> None:
-    """What a compromised or broken key service returns must not pass: the client checks the signature."""
+    """What a compromised or broken key service returns must not pass: the client checks the signature.
+    The server goes on: the next client, signed for properly, is served."""
+    cert = rsa_server_cert if wrong == "PKCS#1 v1.5 for PSS" else server_cert
     other = other_pki.issue("localhost")
+    schemes: list[str] = []
 
     def sign(conn: pausetls.TLSSocket, scheme: str, digest: bytes) -> bytes:
+        schemes.append(scheme)
+        good = sign_locally(cert.key, scheme, digest)
+        if len(schemes) > 1:
+            return good
         if wrong == "another key":
             return sign_locally(other.key, scheme, digest)
-        good = sign_locally(server_cert.key, scheme, digest)
+        if wrong == "truncated DER":
+            return good[: len(good) // 2]  # the SEQUENCE's length now runs past the end
+        if wrong == "PKCS#1 v1.5 for PSS":  # the same size as the PSS block asked for
+            return sign_locally(cert.key, scheme.replace("rsa_pss_rsae_", "rsa_pkcs1_"), digest)
         return good[:-1] + bytes([good[-1] ^ 1])  # the DER stays well formed: the last byte of s
 
-    server = start_server(remote_key_context(server_cert, sign, tls_version))
+    server = start_server(remote_key_context(cert, sign, tls_version))
     since = watch.mark(server)
-    error = client_error(server.server_port, stdlib_client_context(pki, version=tls_version, cooperative=True))
+    client_ctx = stdlib_client_context(pki, version=tls_version, cooperative=True)
+    error = client_error(server.server_port, client_ctx)
     assert isinstance(error, ssl.SSLError) and error.reason == "BAD_SIGNATURE", error
     line = watch.one_failure(server, since)  # the client's decrypt_error alert ends the server's handshake
     assert "tlsv1 alert decrypt error" in line, line
+    assert fetch_cn(server.server_port, client_ctx, "localhost") == cert.subject_cn
+    assert server.stats.handshakes_completed == 1 and server.stats.handshakes_failed == 1
+    assert schemes[0] == ("rsa_pss_rsae_sha256" if cert is rsa_server_cert else "ecdsa_secp256r1_sha256")
 
 
 def test_static_rsa_key_exchange_is_disabled(
@@ -360,6 +378,9 @@ def test_static_rsa_key_exchange_is_disabled(
     assert code == 0 and "Cipher is ECDHE-RSA-AES128-GCM-SHA256" in output, output
     with pytest.raises(pausetls.Error, match="static RSA"):
         ctx.set_cipher_list("AES128-GCM-SHA256")
+    # refused whole: the list in force before stays (static RSA still out)
+    code, output = s_client(openssl, peers, server.server_port, "-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256")
+    assert code == 0 and "Cipher is ECDHE-RSA-AES128-GCM-SHA256" in output, output
 
 
 def test_use_remote_private_key_needs_the_certificate_first() -> None:
@@ -390,7 +411,8 @@ def test_the_provider_builds_with_openssls_deprecated_apis_hidden(tmp_path: Path
         # the extern "Python" callback cffi would generate, and uses of what the binding calls
         + "static int pausetls_remote_sign(size_t a, const char *b, const unsigned char *c, size_t d,\n"
         "    unsigned char *e, size_t *f, size_t g) { return 0; }\n"
-        "void *pausetls_used[] = {(void *)pausetls_remote_key_new, (void *)pausetls_disable_static_rsa};\n"
+        "void *pausetls_used[] = {(void *)pausetls_remote_key_new, (void *)pausetls_disable_static_rsa,\n"
+        "    (void *)pausetls_remote_signer_for};\n"
     )
     hidden = ["-DOPENSSL_NO_DEPRECATED", "-DOPENSSL_API_COMPAT=30000", "-Wall", "-Werror", "-Wno-unused-parameter"]
     result = subprocess.run([cc, *hidden, "-fsyntax-only", str(unit)], capture_output=True, text=True, timeout=60)
