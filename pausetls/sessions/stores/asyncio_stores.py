@@ -25,7 +25,9 @@ T = TypeVar("T")
 class _AwaitingStore:
     """One client library's coroutines behind the synchronous `SessionStore` face."""
 
-    store_name = ""
+    # No value here: this class comes first in the stores' MRO, and a default
+    # would hide the name `RedisCommands` gives (errors said " at host" for redis).
+    store_name: str
 
     def __init__(self, address: str) -> None:
         self.address = address
