@@ -24,7 +24,7 @@ from conftest import echo_handler, make_server_context, stdlib_client_context, w
 from peers import PeerGroup
 from pki import PKI, Issued
 from reliability import MUTUAL, client_cert_args, connect_once, mutual_context, s_client_echo
-from served import Served, fetch_page, resumed_within, serve, session_key_file
+from served import Served, fetch_page, killed_at_end, resumed_within, serve, session_key_file
 
 CACHES = ["openssl", "store", "tickets"]  # OpenSSL's own cache and tickets, pausetls' session cache, or its ticket keys
 FLEET_TICKET_KEYS = pausetls.TicketKeys.generate()  # one ring, as every server of a fleet would share
@@ -346,18 +346,14 @@ def serve_requiring(
 ) -> Iterator[Callable[..., Served]]:
     """``serve_requiring(name, cafile, *extra)``: a ``pausetls serve`` that requires a client certificate from
     *cafile*, its sessions in the one memcached under the one key file; every one killed at teardown."""
-    started: list[Served] = []
+    with killed_at_end() as started:
 
-    def start(name: str, cafile: Path, *extra: str) -> Served:
-        args = ("--cafile", str(cafile), "--require-client-cert", *extra)
-        started.append(serve(tmp_path, name, server_cert, memcached_server.url, key_file, *args))
-        return started[-1]
+        def start(name: str, cafile: Path, *extra: str) -> Served:
+            args = ("--cafile", str(cafile), "--require-client-cert", *extra)
+            started.append(serve(tmp_path, name, server_cert, memcached_server.url, key_file, *args))
+            return started[-1]
 
-    try:
         yield start
-    finally:
-        for served in started:
-            served.kill()
 
 
 def _refused(port: int, client: ssl.SSLContext, session: Any) -> bool:
