@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +30,7 @@ from pausetls.helpers.ondemand import DirectoryLoader, normalize_server_name
 from conftest import make_server_context, stdlib_client_context, wait_until
 from drivers import after_pause, later, never
 from gates import GENEROUS, Gate
-from hook_clients import client_error, fetch_cn, ocsp_response, s_client
+from hook_clients import ThreadAnsweredSNI, client_error, fetch_cn, ocsp_response, s_client
 from peers import PeerGroup
 from pki import PKI, Issued
 
@@ -401,23 +400,18 @@ def test_a_concurrent_future_completed_by_a_thread_pauses_the_handshake_without_
     pki: PKI, server_cert: Issued, client_cert: Issued, start_server: Any
 ) -> None:
     """An SNI callback hands back an executor's future: the handshake waits for the thread, gevent goes on."""
-    asked, release = threading.Event(), threading.Event()
     with ThreadPoolExecutor(1) as pool:
-
-        def servername(conn: pausetls.TLSSocket) -> Any:
-            asked.set()
-            return pool.submit(release.wait, GENEROUS)  # True once released
-
+        servername = ThreadAnsweredSNI(pool)
         ctx = make_server_context(server_cert)
         ctx.set_tlsext_servername_callback(servername)
         server = start_server(ctx)
         client = gevent.spawn(
             fetch_cn, server.server_port, stdlib_client_context(pki, client_cert, cooperative=True), "localhost"
         )
-        assert wait_until(asked.is_set)
+        assert wait_until(servername.asked.is_set)
         assert not client.ready()  # the thread has not answered: the handshake is paused
         # this greenlet runs while the handshake waits: waiting on the future did not block the hub
-        release.set()
+        servername.release.set()
         assert client.get(timeout=GENEROUS) == "localhost"
     assert server.stats.handshakes_completed == 1
 
