@@ -1,17 +1,24 @@
 """Clients for the hook tests, shared by the files that drive hooks (tests/core/test_hooks.py, the
 driver-neutral suite, the asyncio tests): a stdlib client reading the certificate it got, the error a
-refused one saw, ``openssl s_client`` run to the end of its handshake, and a real OCSP response."""
+refused one saw, ``openssl s_client`` run to the end of its handshake, and a real OCSP response; and
+the server side of SNI they share: one context per site name, and an SNI callback a thread answers."""
 
 from __future__ import annotations
 
 import datetime
 import ssl
+import threading
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import gevent.socket
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
+import pausetls
+
+from conftest import make_server_context
 from gates import GENEROUS
 from peers import PeerGroup
 from pki import PKI, Issued
@@ -46,6 +53,32 @@ def internal_error_line(server: Any, ctx: ssl.SSLContext, watch: Any) -> str:
     error = client_error(server.server_port, ctx)
     assert isinstance(error, ssl.SSLError) and error.reason == "TLSV1_ALERT_INTERNAL_ERROR", error
     return str(watch.one_failure(server, since, "callback_errors"))
+
+
+def site_contexts(pki: PKI, names: Iterable[str]) -> dict[str, pausetls.Context]:
+    """A server context per name, each with a certificate for that name alone: what an SNI callback picks from."""
+    return {name: make_server_context(pki.issue(name, names=(name,))) for name in names}
+
+
+def switch_to_site(conn: pausetls.TLSSocket, sites: dict[str, pausetls.Context]) -> bool:
+    """In an SNI callback: move *conn* to the context of the name it asked for; False for a name not in *sites*."""
+    name = (conn.get_servername() or b"").decode()
+    if name not in sites:
+        return False
+    conn.set_context(sites[name])
+    return True
+
+
+class ThreadAnsweredSNI:
+    """An SNI callback that hands back a *pool* thread's future, done (True) once the test sets `release`."""
+
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self.pool = pool
+        self.asked, self.release = threading.Event(), threading.Event()
+
+    def __call__(self, conn: pausetls.TLSSocket) -> Future[bool]:
+        self.asked.set()
+        return self.pool.submit(self.release.wait, GENEROUS)  # True once released
 
 
 def s_client(openssl: str, peers: PeerGroup, port: int, *args: str) -> tuple[int, str]:

@@ -24,6 +24,7 @@ import pausetls
 
 from conftest import make_server_context
 from gates import GENEROUS
+from peers import PeerGroup
 from pki import PKI, Issued
 
 MUTUAL = pausetls.VERIFY_PEER | pausetls.VERIFY_FAIL_IF_NO_PEER_CERT
@@ -128,6 +129,23 @@ def s_client_argv(openssl: str, pki: PKI, port: int, *extra: str) -> list[str]:
     with close_notify when stdin ends (``-no_ign_eof``)."""
     argv = [openssl, "s_client", "-connect", f"{HOST}:{port}", "-CAfile", str(pki.ca_path), "-quiet", "-no_ign_eof"]
     return argv + list(extra)
+
+
+def s_client_echo(peers: PeerGroup, openssl: str, pki: PKI, port: int, version: int, *extra: str) -> bytes:
+    """What ``openssl s_client`` trusting *pki* at *version* (with *extra* flags: SNI, ``-sess_in``/``-sess_out``,
+    a certificate) printed for one connection that sends ``ping`` and waits for its echo (not ``-quiet``:
+    the output says ``New,`` or ``Reused,``)."""
+    flag = "-tls1_3" if version == pausetls.TLS1_3_VERSION else "-tls1_2"
+    argv = [openssl, "s_client", "-connect", f"{HOST}:{port}", "-CAfile", str(pki.ca_path), "-no_ign_eof", flag]
+    peer = peers.process([*argv, *extra])
+    peer.write(b"ping\n")
+    try:
+        peer.wait_output(b"ping\n")  # served: the handshake is done (a TLS 1.3 ticket arrived before the echo)
+        peer.close_stdin()
+    except AssertionError:
+        pass  # refused: s_client ends by itself
+    peer.wait()
+    return bytes(peer.stdout.data)
 
 
 def client_cert_args(client: Issued, pki: PKI) -> list[str]:

@@ -13,6 +13,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,17 @@ def pausetls_env(**extra: str) -> dict[str, str]:
     """The environment for a ``python -m pausetls`` child: it must import the pausetls these tests import
     (run from the checkout, its source tree has no compiled binding when pausetls is installed)."""
     return dict(os.environ, PYTHONPATH=str(Path(pausetls.__file__).parent.parent), **extra)
+
+
+@contextmanager
+def killed_at_end() -> Iterator[list[Served]]:
+    """A list for the ``pausetls serve`` processes a test starts: each is killed as the block ends, whatever happens."""
+    started: list[Served] = []
+    try:
+        yield started
+    finally:
+        for served in started:
+            served.kill()
 
 
 def start_tracked(started: list[Served], workdir: Path, *args: str | os.PathLike[str]) -> Served:

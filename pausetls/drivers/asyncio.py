@@ -72,7 +72,8 @@ async def greenlet_spawn(fn: Callable[..., Any], *args: Any) -> Any:
     return request
 
 
-async def _before_deadline(awaitable: Awaitable[Any], deadline: float | None) -> Any:
+async def _before_deadline(awaitable: Awaitable[Any], deadline: float | None, message: str = "timed out") -> Any:
+    """Await *awaitable* until loop time *deadline* (None: no bound); past it, pausetls's `TimeoutError`."""
     if deadline is None:
         return await awaitable
     try:
@@ -80,20 +81,14 @@ async def _before_deadline(awaitable: Awaitable[Any], deadline: float | None) ->
             return await awaitable
     except builtins.TimeoutError as exc:
         if isinstance(exc, TimeoutError):
-            raise
-        raise TimeoutError("timed out") from exc
+            raise  # a pausetls timeout from inside (a store's own) stays what it is
+        raise TimeoutError(message) from exc
 
 
 async def _within(awaitable: Awaitable[Any], timeout: float | None, message: str) -> Any:
-    if timeout is None:
-        return await awaitable
-    try:
-        async with asyncio.timeout(timeout):
-            return await awaitable
-    except builtins.TimeoutError as exc:
-        if isinstance(exc, TimeoutError):
-            raise  # a pausetls timeout from inside (a store's own) stays what it is
-        raise TimeoutError(message) from exc
+    """`_before_deadline` *timeout* seconds from now (as ``asyncio.timeout`` counts them)."""
+    deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+    return await _before_deadline(awaitable, deadline, message)
 
 
 def _as_awaitable(waitable: Any) -> Awaitable[Any]:

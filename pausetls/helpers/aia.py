@@ -27,7 +27,6 @@ import os
 import ssl
 import time
 import warnings
-from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from OpenSSL import crypto
 
 from ..core.errors import Error, TimeoutError
 from ..drivers.gevent import gevent_driver
+from ._expiring_lru import ExpiringLRU
 from ._http_get import FetchError, http_get
 
 if TYPE_CHECKING:
@@ -85,32 +85,6 @@ class _Outcome:
     reason: str
 
 
-class _LRU:
-    """URL -> `_Outcome`, bounded, each entry with its own expiry."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._entries: OrderedDict[str, tuple[float, _Outcome]] = OrderedDict()
-
-    def get(self, url: str) -> _Outcome | None:
-        entry = self._entries.get(url)
-        if entry is None:
-            return None
-        if entry[0] <= time.monotonic():
-            del self._entries[url]
-            return None
-        self._entries.move_to_end(url)
-        return entry[1]
-
-    def put(self, url: str, outcome: _Outcome, ttl: float) -> None:
-        if self.size <= 0:
-            return
-        self._entries[url] = (time.monotonic() + ttl, outcome)
-        self._entries.move_to_end(url)
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
-
-
 class AIAFetcher:
     """Completes verification of incomplete server chains by fetching AIA caIssuers URLs.
 
@@ -148,7 +122,7 @@ class AIAFetcher:
         self.max_bytes = max_bytes
         self.allow_hosts = None if allow_hosts is None else frozenset(_normal_host(h) for h in allow_hosts)
         self.stats = AIAStats()
-        self._cache = _LRU(cache_size)
+        self._cache: ExpiringLRU[_Outcome] = ExpiringLRU(cache_size)
         self._in_flight: dict[str, Future[_Outcome]] = {}
         # connection -> DER of the leaf it verified, so OpenSSL's follow-on errors for that chain pass
         self._verified: WeakKeyDictionary[TLSSocket, bytes] = WeakKeyDictionary()
@@ -246,7 +220,7 @@ class AIAFetcher:
         return self._fetch(url, time.monotonic() + (self.timeout if timeout is None else timeout))
 
     def _fetch(self, url: str, deadline: float) -> Certificates:
-        outcome = self._cache.get(url)
+        outcome = self._cache.get(url)[1]  # a cached `_Outcome` is never None
         if outcome is not None:
             self.stats.cache_hits += 1
         elif (pending := self._in_flight.get(url)) is not None:

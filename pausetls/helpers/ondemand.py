@@ -35,12 +35,11 @@ import logging
 import os
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -49,6 +48,7 @@ from ..core.context import Context
 from ..core.errors import Error, TimeoutError
 from ..core.tls_socket import TLSSocket
 from ..drivers.gevent import gevent_driver
+from ._expiring_lru import ExpiringLRU
 
 if TYPE_CHECKING:
     from ..core._driver import Driver
@@ -70,8 +70,6 @@ Loader = Callable[[str], "tuple[bytes, bytes] | None"]
 _LABEL = r"[a-z0-9-]{1,63}"
 _NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\Z")
 _WILDCARD_PREFIX = "_wildcard."
-
-V = TypeVar("V")
 
 
 def normalize_server_name(name: str | bytes | None) -> str | None:
@@ -146,40 +144,6 @@ class DirectoryLoader:
         return f"DirectoryLoader({str(self.directory)!r})"
 
 
-class _LRU(Generic[V]):
-    """At most *size* entries, least recently used out first; each with an optional expiry."""
-
-    def __init__(self, size: int, clock: Callable[[], float]) -> None:
-        self._size = size
-        self._clock = clock
-        self._entries: OrderedDict[str, tuple[float | None, V]] = OrderedDict()
-
-    def get(self, key: str) -> tuple[bool, V | None]:
-        entry = self._entries.get(key)
-        if entry is None:
-            return False, None
-        if entry[0] is not None and entry[0] <= self._clock():
-            del self._entries[key]
-            return False, None
-        self._entries.move_to_end(key)
-        return True, entry[1]
-
-    def put(self, key: str, value: V, ttl: float | None) -> None:
-        self._entries[key] = (None if ttl is None else self._clock() + ttl, value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._size:
-            self._entries.popitem(last=False)
-
-    def pop(self, key: str) -> None:
-        self._entries.pop(key, None)
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
 @dataclass
 class OnDemandStats:
     """``loads``: loader calls; ``hits``/``waits``: served from the cache / by a load already running."""
@@ -220,8 +184,8 @@ class OnDemandCertificates:
         self.load_timeout = load_timeout
         self.driver = driver  # runs loads, bounds them, and waits for them
         self.stats = OnDemandStats()
-        self._found: _LRU[CertifiedKey] = _LRU(max_entries, clock)
-        self._missing: _LRU[None] = _LRU(max_entries, clock)
+        self._found: ExpiringLRU[CertifiedKey] = ExpiringLRU(max_entries, clock)
+        self._missing: ExpiringLRU[None] = ExpiringLRU(max_entries, clock)
         self._loading: dict[str, Future[CertifiedKey | None]] = {}
 
     def install(self, context: Context) -> None:

@@ -29,6 +29,7 @@ from ..core.tls_socket import TLSSocket
 from ..drivers._asyncio_transport import AsyncTLSConnection, TLSTransport
 from ..drivers.asyncio import asyncio_driver, await_only, greenlet_spawn
 from ._accept_pause import RETRY_INTERVAL, AcceptPause
+from ._connection_options import ConnectionOptions
 from ._server_stats import ServerStats, is_peer_failure, peer
 from ._tcp import set_nodelay
 
@@ -67,17 +68,12 @@ def _streams(
     return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
-class Server:
+class Server(ConnectionOptions):
     """What `start_server` returns: `asyncio.Server`'s face over pausetls handshakes.
 
     ``close()`` stops listening and cancels handshakes in progress (paused ones fail closed);
     established connections stay open, as with `asyncio.Server`; ``wait_closed()`` waits for them.
     """
-
-    #: on close after a fatal alert (or with the client's bytes unread): linger so the client reads the alert
-    linger_timeout: float = 1.0
-    linger_bytes: int = 64 * 1024
-    tcp_nodelay: bool = True
 
     def __init__(
         self,
@@ -194,8 +190,7 @@ class Server:
             except BaseException:
                 self._release_slot()
                 raise
-            if self.tcp_nodelay:
-                set_nodelay(sock)
+            self._set_accepted_options(sock)
             task = self._loop.create_task(self._serve(sock, address))
             self._connections.add(task)
             task.add_done_callback(self._connections.discard)
@@ -235,7 +230,7 @@ class Server:
             self._release_slot()
             sock.close()
             raise
-        tls.set_linger(self.linger_timeout, self.linger_bytes)
+        self._set_linger(tls)
         conn = AsyncTLSConnection(tls)
         established = False
         try:

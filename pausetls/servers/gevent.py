@@ -19,9 +19,9 @@ from ..core.context import Context
 from ..core.tls_socket import TLSSocket
 from ..drivers.gevent import gevent_driver
 from ._accept_pause import RETRY_INTERVAL, AcceptPause
+from ._connection_options import ConnectionOptions
 from ._server_stats import ServerStats, is_peer_failure, peer
 from ._ssl_args import TLSOptions, server_context
-from ._tcp import set_nodelay
 from .wsgi_handler import WSGIHandler
 
 __all__ = ["TLSServer", "WSGIServer", "ServerStats"]
@@ -35,7 +35,7 @@ class _HandshakeTimeout(gevent.Timeout):  # type: ignore[misc]
     """The server's own handshake deadline (distinct from any timeout a callback uses)."""
 
 
-class TLSServer(StreamServer):  # type: ignore[misc]
+class TLSServer(ConnectionOptions, StreamServer):  # type: ignore[misc]
     """A gevent `StreamServer` whose ``handle(tls_socket, address)`` runs after a TLS handshake.
 
     The handshake runs in the connection's greenlet, so callbacks may block on
@@ -55,12 +55,6 @@ class TLSServer(StreamServer):  # type: ignore[misc]
     #: at a limit: "backlog" stops accepting (clients wait in the kernel's accept queue),
     #: "refuse" accepts and closes at once
     overload: str = "backlog"
-    #: on close after a fatal alert (or with the client's bytes unread): seconds and bytes to read and
-    #: discard before closing, so the client reads the alert instead of a TCP reset (0: off)
-    linger_timeout: float = 1.0
-    linger_bytes: int = 64 * 1024
-    #: TCP_NODELAY on accepted sockets (False: Nagle's algorithm, small records wait for an ACK)
-    tcp_nodelay: bool = True
 
     def __init__(
         self,
@@ -176,8 +170,8 @@ class TLSServer(StreamServer):  # type: ignore[misc]
             return None
         if accepted is None:  # the backlog is empty
             self._accept_pause.drained()
-        elif self.tcp_nodelay:
-            set_nodelay(accepted[0])
+        else:
+            self._set_accepted_options(accepted[0])
         return accepted
 
     def _handshake_and_handle(self, sock: Any, address: Any) -> Any:
@@ -192,7 +186,7 @@ class TLSServer(StreamServer):  # type: ignore[misc]
             callback_count=self._callbacks,
             suppress_ragged_eofs=self.tls_options.suppress_ragged_eofs,
         )
-        tls.set_linger(self.linger_timeout, self.linger_bytes)
+        self._set_linger(tls)
         try:
             # do_handshake_on_connect=False (gevent's ssl_args): the handler's first read or write shakes hands
             if self.tls_options.do_handshake_on_connect and not self._handshake(tls, address):

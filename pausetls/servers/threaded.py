@@ -29,9 +29,9 @@ from ..core.errors import ClosedError
 from ..core.tls_socket import TLSSocket
 from ..drivers.threads import thread_driver
 from ._accept_pause import RETRY_INTERVAL, AcceptPause
+from ._connection_options import ConnectionOptions
 from ._server_stats import ServerStats, is_peer_failure, peer
 from ._ssl_args import server_context
-from ._tcp import set_nodelay
 
 __all__ = ["ThreadedTLSServer"]
 
@@ -43,7 +43,7 @@ DEFAULT_BACKLOG = 256  # what gevent's StreamServer uses
 _CLOSE_GRACE = 1.0  # seconds handlers get to close after their waits were woken
 
 
-class ThreadedTLSServer:
+class ThreadedTLSServer(ConnectionOptions):
     """A TLS server whose ``handle(tls_socket, address)`` runs after the handshake, in a thread.
 
     Same constructor, handler, `stats` and ``start``/``serve_forever``/``stop``
@@ -57,12 +57,6 @@ class ThreadedTLSServer:
     handshake_timeout: float | None = 30.0
     #: seconds `stop` gives established connections when called without a timeout
     stop_timeout: float = 1.0
-    #: on close after a fatal alert (or with the client's bytes unread): seconds and bytes to read and
-    #: discard before closing, so the client reads the alert instead of a TCP reset (0: off)
-    linger_timeout: float = 1.0
-    linger_bytes: int = 64 * 1024
-    #: TCP_NODELAY on accepted sockets (False: Nagle's algorithm, small records wait for an ACK)
-    tcp_nodelay: bool = True
 
     def __init__(
         self,
@@ -252,8 +246,7 @@ class ThreadedTLSServer:
     def _dispatch(self, sock: socket.socket, address: Any) -> None:
         self.stats.add("accepted")
         sock.setblocking(True)
-        if self.tcp_nodelay:
-            set_nodelay(sock)
+        self._set_accepted_options(sock)
         with self._lock:
             self._connections[sock] = None
             self._active += 1
@@ -297,7 +290,7 @@ class ThreadedTLSServer:
             self._release(sock)
             sock.close()
             return
-        tls.set_linger(self.linger_timeout, self.linger_bytes)
+        self._set_linger(tls)
         try:
             if not self.tls_options.do_handshake_on_connect:
                 # gevent's ssl_args: the handler's first read or write shakes hands; stop() treats it as established

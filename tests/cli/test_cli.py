@@ -30,7 +30,7 @@ from pausetls.servers import info_page
 from conftest import require_binary, stdlib_client_context
 from gates import GENEROUS
 from pki import PKI, Issued
-from served import SELF_SIGNED, SERVING, Served, pausetls_env, start_tracked
+from served import SELF_SIGNED, SERVING, Served, killed_at_end, pausetls_env, start_tracked
 
 OPTIONS = (
     "--host",
@@ -56,16 +56,12 @@ OPTIONS = (
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
     """Start ``pausetls serve --port 0 ARGS...``; killed at the end of the test whatever happens."""
-    started: list[Served] = []
+    with killed_at_end() as started:
 
-    def start(*args: str | os.PathLike[str]) -> Served:
-        return start_tracked(started, tmp_path, *args)
+        def start(*args: str | os.PathLike[str]) -> Served:
+            return start_tracked(started, tmp_path, *args)
 
-    try:
         yield start
-    finally:
-        for served in started:
-            served.kill()
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import pausetls
 
 from conftest import require_binary
 from pki import Issued
-from served import Served, pausetls_env, run_pausetls, session_key_file, start_tracked
+from served import Served, killed_at_end, pausetls_env, run_pausetls, session_key_file, start_tracked
 from servers import free_port
 
 WARNING = re.compile(r"^pausetls: warning: ", re.M)
@@ -33,12 +33,8 @@ STORE_FAILING = re.compile(r"session store failing: .* \((?P<count>\d+) failures
 @pytest.fixture
 def started(tmp_path: Path) -> Iterator[list[Served]]:
     """Served processes to kill at the end of the test, whatever happens."""
-    processes: list[Served] = []
-    try:
+    with killed_at_end() as processes:
         yield processes
-    finally:
-        for served in processes:
-            served.kill()
 
 
 def wait_for_counters(served: Served, pattern: str) -> None:

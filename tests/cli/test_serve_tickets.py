@@ -16,7 +16,7 @@ import pausetls
 from conftest import stdlib_client_context
 from peers import PeerGroup
 from pki import PKI, Issued
-from served import Served, fetch_page, run_pausetls, start_tracked
+from served import Served, fetch_page, killed_at_end, run_pausetls, start_tracked
 
 RELOADED = re.compile(r"ticket keys reloaded from .*: 2 keys")
 
@@ -36,17 +36,13 @@ def key_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def serve_tickets(tmp_path: Path, server_cert: Issued, key_file: Path) -> Iterator[Callable[..., Served]]:
-    started: list[Served] = []
+    with killed_at_end() as started:
 
-    def start(*extra: str) -> Served:
-        cert = ["--cert", server_cert.chain_path, "--key", server_cert.key_path]
-        return start_tracked(started, tmp_path, *cert, "--ticket-key-file", key_file, *extra)
+        def start(*extra: str) -> Served:
+            cert = ["--cert", server_cert.chain_path, "--key", server_cert.key_path]
+            return start_tracked(started, tmp_path, *cert, "--ticket-key-file", key_file, *extra)
 
-    try:
         yield start
-    finally:
-        for served in started:
-            served.kill()
 
 
 def test_serve_processes_with_the_same_key_file_resume_each_others_tickets(

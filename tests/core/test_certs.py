@@ -10,9 +10,9 @@ from OpenSSL import crypto
 
 import pausetls
 
-from conftest import make_server_context, stdlib_client_context
+from conftest import stdlib_client_context
 from pki import PKI, Issued
-from reliability import MUTUAL, ping
+from reliability import mutual_context, ping
 
 
 def test_verify_callback_certificates_are_pyopenssl_x509_decoded_on_first_use(
@@ -24,10 +24,7 @@ def test_verify_callback_certificates_are_pyopenssl_x509_decoded_on_first_use(
         seen[depth] = x509
         return bool(ok)
 
-    ctx = make_server_context(server_cert)
-    ctx.load_verify_locations(pki.ca_path)
-    ctx.set_verify(MUTUAL, verify)
-    server = start_server(ctx)
+    server = start_server(mutual_context(pki, server_cert, None, verify))
     assert ping(server.server_port, stdlib_client_context(pki, client_cert, cooperative=True)) == b"ping"
     assert sorted(seen) == [0, 1, 2]
     assert all(isinstance(cert, crypto.X509) for cert in seen.values())

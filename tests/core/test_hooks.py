@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,14 +30,14 @@ from pausetls.helpers.ondemand import DirectoryLoader, normalize_server_name
 from conftest import make_server_context, stdlib_client_context, wait_until
 from drivers import after_pause, later, never
 from gates import GENEROUS, Gate
-from hook_clients import client_error, fetch_cn, ocsp_response, s_client
+from hook_clients import ThreadAnsweredSNI, client_error, fetch_cn, ocsp_response, s_client
 from peers import PeerGroup
 from pki import PKI, Issued
+from reliability import mutual_context
 
 pytestmark = pytest.mark.timing  # CI also runs this file with every core hogged (tests/under_load.py)
 
 S_FLAG = {pausetls.TLS1_2_VERSION: "-tls1_2", pausetls.TLS1_3_VERSION: "-tls1_3"}
-MUTUAL = pausetls.VERIFY_PEER | pausetls.VERIFY_FAIL_IF_NO_PEER_CERT
 SITES = 100
 
 
@@ -362,13 +361,6 @@ def completed_later(driver: str, value: Any, delay: float | None) -> Any:
     return never(driver) if delay is None else later(driver, value, delay=delay)
 
 
-def mutual_context(pki: PKI, server_cert: Issued, verify: Any) -> pausetls.Context:
-    ctx = make_server_context(server_cert)
-    ctx.load_verify_locations(pki.ca_path)
-    ctx.set_verify(MUTUAL, verify)
-    return ctx
-
-
 def pending_hook_context(
     pki: PKI, server_cert: Issued, hook: str, driver: str, delay: float | None
 ) -> pausetls.Context:
@@ -378,7 +370,7 @@ def pending_hook_context(
         def verify(conn: pausetls.TLSSocket, x509: crypto.X509, errnum: int, depth: int, ok: int) -> Any:
             return completed_later(driver, bool(ok), delay) if depth == 0 else bool(ok)
 
-        return mutual_context(pki, server_cert, verify)
+        return mutual_context(pki, server_cert, None, verify)
     ctx = make_server_context(server_cert)
     ctx.set_tlsext_servername_callback(lambda conn: completed_later(driver, True, delay))
     return ctx
@@ -401,23 +393,18 @@ def test_a_concurrent_future_completed_by_a_thread_pauses_the_handshake_without_
     pki: PKI, server_cert: Issued, client_cert: Issued, start_server: Any
 ) -> None:
     """An SNI callback hands back an executor's future: the handshake waits for the thread, gevent goes on."""
-    asked, release = threading.Event(), threading.Event()
     with ThreadPoolExecutor(1) as pool:
-
-        def servername(conn: pausetls.TLSSocket) -> Any:
-            asked.set()
-            return pool.submit(release.wait, GENEROUS)  # True once released
-
+        servername = ThreadAnsweredSNI(pool)
         ctx = make_server_context(server_cert)
         ctx.set_tlsext_servername_callback(servername)
         server = start_server(ctx)
         client = gevent.spawn(
             fetch_cn, server.server_port, stdlib_client_context(pki, client_cert, cooperative=True), "localhost"
         )
-        assert wait_until(asked.is_set)
+        assert wait_until(servername.asked.is_set)
         assert not client.ready()  # the thread has not answered: the handshake is paused
         # this greenlet runs while the handshake waits: waiting on the future did not block the hub
-        release.set()
+        servername.release.set()
         assert client.get(timeout=GENEROUS) == "localhost"
     assert server.stats.handshakes_completed == 1
 
@@ -592,7 +579,7 @@ def test_a_verify_callback_refusing_a_good_client_certificate(
     def verify(conn: pausetls.TLSSocket, x509: crypto.X509, errnum: int, depth: int, ok: int) -> Any:
         return after_pause(driver, lambda: depth > 0)  # the chain is fine; the leaf is refused by policy
 
-    server = start(mutual_context(pki, server_cert, verify))
+    server = start(mutual_context(pki, server_cert, None, verify))
     client_ctx = stdlib_client_context(pki, client_cert, tls_version, cooperative=True)
     error = client_error(server.server_port, client_ctx)
     # OpenSSL answers X509_V_ERR_APPLICATION_VERIFICATION with handshake_failure
@@ -608,7 +595,7 @@ def test_the_timeout_covers_a_verify_callback_too(
     def verify(conn: pausetls.TLSSocket, x509: crypto.X509, errnum: int, depth: int, ok: int) -> Any:
         return never(driver)  # a timed-out verification must not accept
 
-    ctx = mutual_context(pki, server_cert, verify)
+    ctx = mutual_context(pki, server_cert, None, verify)
     ctx.set_callback_timeout(0.2)
     server = start(ctx)
     started = time.monotonic()

@@ -30,6 +30,7 @@ import pausetls
 from conftest import STDLIB_VERSIONS, make_server_context, require_binary, stdlib_client_context
 from peers import DEFAULT_TIMEOUT, PeerGroup, run_in_thread
 from pki import PKI, Issued
+from reliability import mutual_context
 
 PAUSE = 0.05  # what every pausing callback sleeps on gevent
 VERSION_NAME = {pausetls.TLS1_2_VERSION: "TLSv1.2", pausetls.TLS1_3_VERSION: "TLSv1.3"}
@@ -289,9 +290,7 @@ def test_curl_client_certificate(
     peers: PeerGroup,
 ) -> None:
     verify = VerifyRecorder()
-    ctx = make_server_context(server_cert, tls_version)
-    ctx.load_verify_locations(str(pki.ca_path))
-    ctx.set_verify(pausetls.VERIFY_PEER | pausetls.VERIFY_FAIL_IF_NO_PEER_CERT, verify)
+    ctx = mutual_context(pki, server_cert, tls_version, verify)
     server = start_server(ctx, http_handler)
     cert_args = ["--cert", str(client_cert.chain_path), "--key", str(client_cert.key_path)]
 
@@ -581,9 +580,7 @@ def test_session_info_matches_stdlib_client(
     offers: list[list[bytes]] = []
     verify = VerifyRecorder()
     reports: list[dict[str, Any]] = []
-    ctx = make_server_context(server_cert, tls_version)
-    ctx.load_verify_locations(str(pki.ca_path))
-    ctx.set_verify(pausetls.VERIFY_PEER | pausetls.VERIFY_FAIL_IF_NO_PEER_CERT, verify)
+    ctx = mutual_context(pki, server_cert, tls_version, verify)
     ctx.set_alpn_select_callback(alpn_select(offers))
 
     def handler(tls: pausetls.TLSSocket, address: Any) -> None:

@@ -17,7 +17,7 @@ import pausetls
 from conftest import make_server_context, stdlib_client_context
 from drivers import later, never
 from health import Watch
-from hook_clients import client_error, fetch_cn, ocsp_response, s_client
+from hook_clients import client_error, fetch_cn, ocsp_response, s_client, site_contexts, switch_to_site
 from peers import PeerGroup
 from pki import PKI, Issued
 from reliability import mutual_context, outcome, ping
@@ -45,16 +45,9 @@ def test_a_pausing_verify_admits_the_trusted_client_and_refuses_the_rogue(
 def test_a_pausing_sni_callback_picks_the_certificate_and_refuses_an_unknown_name(
     driver: str, start: Any, pki: PKI, server_cert: Issued, watch: Watch
 ) -> None:
-    sites = {name: make_server_context(pki.issue(name, names=(name,))) for name in ("one.example", "two.example")}
-
-    def servername(conn: pausetls.TLSSocket) -> Any:
-        name = (conn.get_servername() or b"").decode()
-        if name in sites:
-            conn.set_context(sites[name])
-        return later(driver, name in sites)
-
+    sites = site_contexts(pki, ("one.example", "two.example"))
     ctx = make_server_context(server_cert)
-    ctx.set_tlsext_servername_callback(servername)
+    ctx.set_tlsext_servername_callback(lambda conn: later(driver, switch_to_site(conn, sites)))
     server = start(ctx)
     client_ctx = stdlib_client_context(pki, cooperative=True)
     assert [fetch_cn(server.server_port, client_ctx, name) for name in sites] == list(sites)

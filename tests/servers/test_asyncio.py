@@ -26,6 +26,7 @@ from pausetls.stores.asyncio_stores import AsyncioMemcachedStore, AsyncioRedisSt
 
 from conftest import make_server_context, stdlib_client_context
 from gates import GENEROUS, AsyncGate
+from hook_clients import site_contexts, switch_to_site
 from pki import PKI, Issued
 from reliability import mutual_context
 
@@ -72,17 +73,13 @@ def test_200_async_sni_callbacks_pause_together_and_choose_the_certificate(
     run: Run, pki: PKI, server_cert: Issued
 ) -> None:
     names = ["alpha.test", "beta.test"]
-    contexts = {name: make_server_context(pki.issue(name, names=(name,))) for name in names}
+    contexts = site_contexts(pki, names)
     gate = AsyncGate(CLIENTS)
 
     async def servername(conn: pausetls.TLSSocket) -> bool:
         if not gate.opened:
             await gate.arrive()
-        name = (conn.get_servername() or b"").decode()
-        if name not in contexts:
-            return False  # unrecognized_name
-        conn.set_context(contexts[name])
-        return True
+        return switch_to_site(conn, contexts)  # False: unrecognized_name
 
     async def subject(port: int, name: str) -> str:
         ctx = stdlib_client_context(pki)

@@ -13,10 +13,10 @@ from OpenSSL import crypto
 
 import pausetls
 
-from conftest import make_server_context, stdlib_client_context, wait_until
+from conftest import stdlib_client_context, wait_until
 from gates import GENEROUS
 from pki import PKI, Issued
-from reliability import MUTUAL, outcome, ping
+from reliability import mutual_context, outcome, ping
 
 pytestmark = pytest.mark.timing  # CI also runs this file with every core hogged (tests/under_load.py)
 
@@ -44,10 +44,7 @@ class HeldVerifier:
 
 def limited_server(pki: PKI, server_cert: Issued, start_server: Any, **limits: Any) -> tuple[Any, HeldVerifier]:
     verifier = HeldVerifier()
-    ctx = make_server_context(server_cert, pausetls.TLS1_3_VERSION)
-    ctx.load_verify_locations(pki.ca_path)
-    ctx.set_verify(MUTUAL, verifier)
-    return start_server(ctx, **limits), verifier
+    return start_server(mutual_context(pki, server_cert, pausetls.TLS1_3_VERSION, verifier), **limits), verifier
 
 
 def established(port: int, ctx: ssl.SSLContext) -> Any:

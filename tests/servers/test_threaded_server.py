@@ -21,6 +21,7 @@ from pausetls.stores import MemoryStore, SessionStore, store_from_url
 
 from conftest import echo_handler, make_server_context, stdlib_client_context, wait_until
 from gates import GENEROUS
+from hook_clients import ThreadAnsweredSNI
 from pki import PKI, Issued
 from servers import MemcachedServer
 
@@ -124,20 +125,15 @@ def test_blocking_callbacks_overlap(
 def test_a_callback_may_return_a_future_another_thread_completes(
     start_threaded: Callable[..., pausetls.ThreadedTLSServer], pki: PKI, server_cert: Issued
 ) -> None:
-    asked, release = threading.Event(), threading.Event()
     with ThreadPoolExecutor(2) as pool:
-
-        def servername(conn: pausetls.TLSSocket) -> Any:
-            asked.set()
-            return pool.submit(release.wait, GENEROUS)  # True once released
-
+        servername = ThreadAnsweredSNI(pool)
         ctx = make_server_context(server_cert)
         ctx.set_tlsext_servername_callback(servername)
         server = start_threaded(ctx)
         client = pool.submit(echo_once, server.server_port, stdlib_client_context(pki))
-        assert asked.wait(GENEROUS)
+        assert servername.asked.wait(GENEROUS)
         assert not client.done()  # the handshake waits for the future
-        release.set()
+        servername.release.set()
         assert client.result(timeout=GENEROUS).data == b"ping"
     assert wait_until(lambda: server.stats.handshakes_completed == 1)
 

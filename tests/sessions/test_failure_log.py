@@ -61,8 +61,11 @@ def test_a_store_stopped_mid_run_is_reported_once_per_interval_with_a_count(
     def failures() -> int:
         return cache.stats.store_errors + cache.stats.timeouts + cache.stats.store_failures
 
+    def reported_lines() -> list[str]:
+        return [message for r in caplog.records if REPORT.search(message := r.getMessage())]
+
     def reports() -> list[int]:
-        return [int(m["count"]) for r in caplog.records if (m := REPORT.search(r.getMessage()))]
+        return [int(m["count"]) for line in reported_lines() if (m := REPORT.search(line))]
 
     session = handshake()
     assert wait_until(lambda: cache.stats.stored >= 1)
@@ -72,6 +75,8 @@ def test_a_store_stopped_mid_run_is_reported_once_per_interval_with_a_count(
             handshake(session)
         assert wait_until(lambda: failures() >= 10)
         assert reports() == [1]  # ten failures, one line
+        # the line names the store that failed (the asyncio Redis store once said nothing: a copy-paste slip)
+        assert f"SessionStoreError: {store_server.scheme} at 127.0.0.1:{store_server.port}" in reported_lines()[0]
 
         now[0] += 10.0
         handshake(session)

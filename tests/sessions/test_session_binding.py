@@ -10,6 +10,7 @@ legitimate resumption still works, so the fix is not "never resume".
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,8 @@ from pausetls.stores import MemoryStore, SessionStore, store_from_url
 from conftest import echo_handler, make_server_context, stdlib_client_context, wait_until
 from peers import PeerGroup
 from pki import PKI, Issued
-from reliability import HOST, MUTUAL, client_cert_args, connect_once, mutual_context
-from served import Served, fetch_page, resumed_within, serve, session_key_file
+from reliability import MUTUAL, client_cert_args, connect_once, mutual_context, s_client_echo
+from served import Served, fetch_page, killed_at_end, resumed_within, serve, session_key_file
 
 CACHES = ["openssl", "store", "tickets"]  # OpenSSL's own cache and tickets, pausetls' session cache, or its ticket keys
 FLEET_TICKET_KEYS = pausetls.TicketKeys.generate()  # one ring, as every server of a fleet would share
@@ -38,6 +39,23 @@ class Handled:
     def __call__(self, tls: pausetls.TLSSocket, address: Any) -> None:
         self.seen.append((tls.get_context(), tls.get_servername(), tls.session_reused))
         tls.sendall(tls.recv(10))
+
+
+class PolicyChange:
+    """An SNI callback on *front* that moves every connection to *strict* once `now` is called: the
+    client policy changing after sessions were made under the old one."""
+
+    def __init__(self, front: pausetls.Context, strict: pausetls.Context) -> None:
+        self.strict = strict
+        self.happened = False
+        front.set_tlsext_servername_callback(self._pick)
+
+    def now(self) -> None:
+        self.happened = True
+
+    def _pick(self, conn: pausetls.TLSSocket) -> None:
+        if self.happened:
+            conn.set_context(self.strict)
 
 
 def resumes(port: int, client: ssl.SSLContext, session: Any, name: str = "localhost") -> bool:
@@ -79,9 +97,7 @@ def test_sni_switch_to_a_context_with_other_client_cas_refuses_the_resumption(
     """Same verify mode, different client CAs: a session earned under CA-A does not resume where the SNI
     callback now picks the CA-B context (a policy change after the session was made)."""
     front = with_cache(mutual_context(pki, server_cert, tls_version, None), cache)
-    strict = mutual_context(other_pki, server_cert, tls_version, None)
-    use_strict = False
-    front.set_tlsext_servername_callback(lambda conn: conn.set_context(strict) if use_strict else None)
+    change = PolicyChange(front, mutual_context(other_pki, server_cert, tls_version, None))
     handled = Handled()
     server = start_server(front, handled)
     client = stdlib_client_context(pki, client_cert, tls_version, cooperative=True)
@@ -89,7 +105,7 @@ def test_sni_switch_to_a_context_with_other_client_cas_refuses_the_resumption(
     assert (reused, answer) == (False, b"x")
     assert resumes(server.server_port, client, session)  # legitimate: same policy, same name
 
-    use_strict = True
+    change.now()
     _, reused, answer = connect_once(server.server_port, client, session)
     assert answer == b"", "a CA-A session resumed where CA-B is required"
     assert all(context is front for context, _, _ in handled.seen)
@@ -118,15 +134,14 @@ def test_a_resumed_peer_is_verified_against_the_trust_store_in_force(
     strict = mutual_context(other_pki, server_cert, tls_version, verify)
     for ctx in (front, strict):
         ctx.set_session_id(b"one id for both")
-    use_strict = False
-    front.set_tlsext_servername_callback(lambda conn: conn.set_context(strict) if use_strict else None)
+    change = PolicyChange(front, strict)
     handled = Handled()
     server = start_server(front, handled)
     client = stdlib_client_context(pki, client_cert, tls_version, cooperative=True)
     session, _, _ = connect_once(server.server_port, client)
     assert resumes(server.server_port, client, session)
 
-    use_strict = True
+    change.now()
     _, _, answer = connect_once(server.server_port, client, session)
     assert answer == b""
     assert all(context is front for context, _, _ in handled.seen)
@@ -195,18 +210,10 @@ def test_sni_switch_to_a_context_with_the_same_policy_still_resumes(
 def _s_client(
     peers: PeerGroup, openssl: str, pki: PKI, client: Issued, port: int, version: int, *session: str
 ) -> bytes:
-    """What ``openssl s_client`` presenting *client* printed for one connection (``-sess_out``/``-sess_in``)."""
-    flag = "-tls1_3" if version == pausetls.TLS1_3_VERSION else "-tls1_2"
-    argv = [openssl, "s_client", "-connect", f"{HOST}:{port}", "-CAfile", str(pki.ca_path), "-servername", "localhost"]
-    peer = peers.process([*argv, "-no_ign_eof", flag, *session, *client_cert_args(client, pki)])
-    peer.write(b"ping\n")
-    try:
-        peer.wait_output(b"ping\n")  # served: the handshake is done (and a TLS 1.3 ticket arrived before)
-        peer.close_stdin()
-    except AssertionError:
-        pass  # refused: s_client ends by itself
-    peer.wait()
-    return bytes(peer.stdout.data)
+    """``openssl s_client`` presenting *client* for localhost, one connection (``-sess_out``/``-sess_in``)."""
+    return s_client_echo(
+        peers, openssl, pki, port, version, "-servername", "localhost", *session, *client_cert_args(client, pki)
+    )
 
 
 def test_s_client_resuming_a_ca_a_session_where_sni_now_requires_ca_b_is_refused(
@@ -221,9 +228,7 @@ def test_s_client_resuming_a_ca_a_session_where_sni_now_requires_ca_b_is_refused
     tls_version: int,
 ) -> None:
     front = mutual_context(pki, server_cert, tls_version, None)
-    strict = mutual_context(other_pki, server_cert, tls_version, None)
-    use_strict = False
-    front.set_tlsext_servername_callback(lambda conn: conn.set_context(strict) if use_strict else None)
+    change = PolicyChange(front, mutual_context(other_pki, server_cert, tls_version, None))
     port = start_server(front, echo_handler).server_port
     saved = str(tmp_path / "session.pem")
     first = _s_client(peers, openssl, pki, client_cert, port, tls_version, "-sess_out", saved)
@@ -231,7 +236,7 @@ def test_s_client_resuming_a_ca_a_session_where_sni_now_requires_ca_b_is_refused
     again = _s_client(peers, openssl, pki, client_cert, port, tls_version, "-sess_in", saved)
     assert b"\nReused, " in again and b"ping\n" in again  # legitimate: same policy
 
-    use_strict = True
+    change.now()
     attack = _s_client(peers, openssl, pki, client_cert, port, tls_version, "-sess_in", saved)
     assert b"\nReused, " not in attack and b"ping\n" not in attack, attack.decode(errors="replace")
 
@@ -335,10 +340,20 @@ def test_a_session_for_one_virtual_host_does_not_resume_for_another(
 # -- pausetls serve -----------------------------------------------------------------------------
 
 
-def _serve_requiring(
-    tmp_path: Path, name: str, cafile: Path, cert: Issued, url: str, keys: Path, *extra: str
-) -> Served:
-    return serve(tmp_path, name, cert, url, keys, "--cafile", str(cafile), "--require-client-cert", *extra)
+@pytest.fixture
+def serve_requiring(
+    tmp_path: Path, server_cert: Issued, memcached_server: Any, key_file: Path
+) -> Iterator[Callable[..., Served]]:
+    """``serve_requiring(name, cafile, *extra)``: a ``pausetls serve`` that requires a client certificate from
+    *cafile*, its sessions in the one memcached under the one key file; every one killed at teardown."""
+    with killed_at_end() as started:
+
+        def start(name: str, cafile: Path, *extra: str) -> Served:
+            args = ("--cafile", str(cafile), "--require-client-cert", *extra)
+            started.append(serve(tmp_path, name, server_cert, memcached_server.url, key_file, *args))
+            return started[-1]
+
+        yield start
 
 
 def _refused(port: int, client: ssl.SSLContext, session: Any) -> bool:
@@ -350,57 +365,37 @@ def _refused(port: int, client: ssl.SSLContext, session: Any) -> bool:
 
 
 def test_serve_processes_with_other_client_cas_do_not_share_sessions(
-    tmp_path: Path,
-    pki: PKI,
-    other_pki: PKI,
-    server_cert: Issued,
-    client_cert: Issued,
-    memcached_server: Any,
-    key_file: Path,
-    tls_version: int,
+    pki: PKI, other_pki: PKI, client_cert: Issued, serve_requiring: Callable[..., Served], tls_version: int
 ) -> None:
-    a = _serve_requiring(tmp_path, "a", pki.ca_path, server_cert, memcached_server.url, key_file)
-    b = _serve_requiring(tmp_path, "b", other_pki.ca_path, server_cert, memcached_server.url, key_file)
-    try:
-        client = stdlib_client_context(pki, client_cert, tls_version)
-        _, session = fetch_page(a.port, client)
-        assert resumed_within(a.port, client, session)["Session resumed"] == "yes"
-        assert _refused(b.port, client, session), "a CA-A session resumed on the CA-B server"
-    finally:
-        a.kill()
-        b.kill()
+    a = serve_requiring("a", pki.ca_path)
+    b = serve_requiring("b", other_pki.ca_path)
+    client = stdlib_client_context(pki, client_cert, tls_version)
+    _, session = fetch_page(a.port, client)
+    assert resumed_within(a.port, client, session)["Session resumed"] == "yes"
+    assert _refused(b.port, client, session), "a CA-A session resumed on the CA-B server"
 
 
 def test_serve_session_id_context_shares_sessions_deliberately(
     tmp_path: Path,
     pki: PKI,
     other_pki: PKI,
-    server_cert: Issued,
     client_cert: Issued,
-    memcached_server: Any,
-    key_file: Path,
+    serve_requiring: Callable[..., Served],
     tls_version: int,
 ) -> None:
     """A CA-A server and a CA-A + CA-B server: different policies, so no sharing by default; one
     ``--session-id-context`` makes them share (the CA-A client is still verified on each)."""
     both = tmp_path / "both-cas.pem"
     both.write_bytes(pki.ca_path.read_bytes() + other_pki.ca_path.read_bytes())
-    url = memcached_server.url
     client = stdlib_client_context(pki, client_cert, tls_version)
-    servers = []
-    try:
-        for shared in (False, True):
-            extra = ["--session-id-context", "fleet"] if shared else []
-            a = _serve_requiring(tmp_path, f"a{shared}", pki.ca_path, server_cert, url, key_file, *extra)
-            b = _serve_requiring(tmp_path, f"b{shared}", both, server_cert, url, key_file, *extra)
-            servers += [a, b]
-            _, session = fetch_page(a.port, client)
-            assert resumed_within(a.port, client, session)["Session resumed"] == "yes"
-            page, _ = fetch_page(b.port, client, session)
-            assert page["Session resumed"] == ("yes" if shared else "no")
-    finally:
-        for served in servers:
-            served.kill()
+    for shared in (False, True):
+        extra = ["--session-id-context", "fleet"] if shared else []
+        a = serve_requiring(f"a{shared}", pki.ca_path, *extra)
+        b = serve_requiring(f"b{shared}", both, *extra)
+        _, session = fetch_page(a.port, client)
+        assert resumed_within(a.port, client, session)["Session resumed"] == "yes"
+        page, _ = fetch_page(b.port, client, session)
+        assert page["Session resumed"] == ("yes" if shared else "no")
 
 
 def test_serve_refuses_a_session_id_context_longer_than_32_bytes(tmp_path: Path) -> None:

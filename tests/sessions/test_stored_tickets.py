@@ -58,6 +58,15 @@ def node(start_server: Any, server_cert: Issued, version: int | None, keys: Any,
     return start_server(ctx, **kwargs)
 
 
+def resumed_together(a: Any, b: Any, pki: PKI, version: int, clients: int) -> list[bool]:
+    """*clients* connections at once offering *b* the ticket one client got from *a*: which resumed."""
+    client = stdlib_client_context(pki, version=version, cooperative=True)
+    session, _, _ = connect_once(a.server_port, client)
+    runs = [gevent.spawn(connect_once, b.server_port, client, session) for _ in range(clients)]
+    gevent.joinall(runs, timeout=3 * GENEROUS, raise_error=True)
+    return [run.value[1] for run in runs]
+
+
 def test_nodes_sharing_a_store_resume_each_others_tickets(
     pki: PKI, server_cert: Issued, start_server: Any, store_url: str, tls_version: int
 ) -> None:
@@ -122,12 +131,9 @@ def test_200_resumptions_pause_together_on_a_slow_store(
         gate = Gate(CLIENTS)  # each key fetch waits until all 200 are waiting at once
         keys = pausetls.StoredTicketKeys(GatedStore(slow, gate), master, timeout=2 * GENEROUS)
         b = node(start_server, server_cert, tls_version, keys, backlog=1024)
-        client = stdlib_client_context(pki, version=tls_version, cooperative=True)
-        session, _, _ = connect_once(a.server_port, client)
-        runs = [gevent.spawn(connect_once, b.server_port, client, session) for _ in range(CLIENTS)]
-        gevent.joinall(runs, timeout=3 * GENEROUS, raise_error=True)
+        reused = resumed_together(a, b, pki, tls_version, CLIENTS)
         assert gate.opened, gate.why()
-        assert [run.value[1] for run in runs] == [True] * CLIENTS
+        assert reused == [True] * CLIENTS
         assert keys.stats.resumed == CLIENTS and b.stats.resumed == CLIENTS
     finally:
         proxy.close()
@@ -176,12 +182,9 @@ def test_under_the_threads_driver_lookups_block_their_threads_together(
     gate = ThreadGate(THREADED_CLIENTS)
     keys = pausetls.StoredTicketKeys(GatedStore(store_from_url(store_url), gate), master, timeout=2 * GENEROUS)
     b = node(start_server, server_cert, tls_version, keys, server_class=pausetls.ThreadedTLSServer)
-    client = stdlib_client_context(pki, version=tls_version, cooperative=True)
-    session, _, _ = connect_once(a.server_port, client)
-    runs = [gevent.spawn(connect_once, b.server_port, client, session) for _ in range(THREADED_CLIENTS)]
-    gevent.joinall(runs, timeout=3 * GENEROUS, raise_error=True)
+    reused = resumed_together(a, b, pki, tls_version, THREADED_CLIENTS)
     assert gate.opened, gate.why()
-    assert [run.value[1] for run in runs] == [True] * THREADED_CLIENTS
+    assert reused == [True] * THREADED_CLIENTS
     assert keys.driver is not None and keys.driver.name == "threads"
 
 

@@ -27,7 +27,7 @@ from pausetls.stores import MemoryStore
 from conftest import echo_handler, make_server_context, stdlib_client_context, wait_until
 from peers import PeerGroup
 from pki import PKI, Issued
-from reliability import HOST, client_cert_args, connect_once, mutual_context
+from reliability import client_cert_args, connect_once, mutual_context, s_client_echo
 
 
 @pytest.fixture
@@ -135,11 +135,10 @@ def test_a_ticket_from_a_server_without_client_certificates_does_not_resume_wher
     pki: PKI, server_cert: Issued, client_cert: Issued, start_server: Any, key_file: Path, tls_version: int
 ) -> None:
     keys = pausetls.TicketKeys.from_file(key_file)  # the same keys: only the client policy differs
-    open_ctx = make_server_context(server_cert, tls_version)
-    open_ctx.set_ticket_keys(keys)
+    open_server = ticket_server(start_server, server_cert, tls_version, keys)
     strict_ctx = mutual_context(pki, server_cert, tls_version, None)
     strict_ctx.set_ticket_keys(keys)
-    open_server, strict_server = start_server(open_ctx), start_server(strict_ctx)
+    strict_server = start_server(strict_ctx)
 
     anonymous = stdlib_client_context(pki, version=tls_version, cooperative=True)
     session, _, _ = connect_once(open_server.server_port, anonymous)
@@ -154,20 +153,6 @@ def test_a_ticket_from_a_server_without_client_certificates_does_not_resume_wher
     assert (reused, answer) == (False, b"x")
 
 
-def _s_client(openssl: str, peers: PeerGroup, pki: PKI, port: int, version: int, *extra: str) -> bytes:
-    flag = "-tls1_3" if version == pausetls.TLS1_3_VERSION else "-tls1_2"
-    argv = [openssl, "s_client", "-connect", f"{HOST}:{port}", "-CAfile", str(pki.ca_path), "-no_ign_eof", flag]
-    peer = peers.process([*argv, *extra])
-    peer.write(b"ping\n")
-    try:
-        peer.wait_output(b"ping\n")  # served: the handshake is done (a TLS 1.3 ticket arrived before the echo)
-        peer.close_stdin()
-    except AssertionError:
-        pass  # refused: s_client ends by itself
-    peer.wait()
-    return bytes(peer.stdout.data)
-
-
 def test_s_client_tickets_resume_across_servers_but_not_for_another_name_or_policy(
     tmp_path: Path,
     openssl: str,
@@ -180,25 +165,24 @@ def test_s_client_tickets_resume_across_servers_but_not_for_another_name_or_poli
 ) -> None:
     vhosts = pki.issue("vhosts", names=("a.test", "b.test", "localhost"))
     keys = pausetls.TicketKeys.from_file(key_file)
-    ports = []
-    for ctx in (make_server_context(vhosts, tls_version), make_server_context(vhosts, tls_version)):
-        ctx.set_ticket_keys(keys)
-        ports.append(start_server(ctx, echo_handler).server_port)
+    ports = [ticket_server(start_server, vhosts, tls_version, keys).server_port for _ in range(2)]
     strict = mutual_context(pki, vhosts, tls_version, None)
     strict.set_ticket_keys(keys)
     strict_port = start_server(strict, echo_handler).server_port
 
     saved = str(tmp_path / "a.pem")
-    first = _s_client(openssl, peers, pki, ports[0], tls_version, "-servername", "a.test", "-sess_out", saved)
+    first = s_client_echo(peers, openssl, pki, ports[0], tls_version, "-servername", "a.test", "-sess_out", saved)
     assert b"\nNew, " in first and b"ping\n" in first
-    again = _s_client(openssl, peers, pki, ports[1], tls_version, "-servername", "a.test", "-sess_in", saved)
+    again = s_client_echo(peers, openssl, pki, ports[1], tls_version, "-servername", "a.test", "-sess_in", saved)
     assert b"\nReused, " in again and b"ping\n" in again  # the other server of the fleet
 
-    other_name = _s_client(openssl, peers, pki, ports[1], tls_version, "-servername", "b.test", "-sess_in", saved)
+    other_name = s_client_echo(peers, openssl, pki, ports[1], tls_version, "-servername", "b.test", "-sess_in", saved)
     assert b"\nNew, " in other_name and b"ping\n" in other_name, other_name.decode(errors="replace")  # full handshake
     assert keys.stats.other_name == 1
     cert = client_cert_args(client_cert, pki)
-    policy = _s_client(openssl, peers, pki, strict_port, tls_version, "-servername", "a.test", "-sess_in", saved, *cert)
+    policy = s_client_echo(
+        peers, openssl, pki, strict_port, tls_version, "-servername", "a.test", "-sess_in", saved, *cert
+    )
     assert b"\nReused, " not in policy and b"ping\n" in policy, policy.decode(errors="replace")
 
 
@@ -290,15 +274,13 @@ def test_forged_tickets_give_full_handshakes(
     """From the attacker's side: a ticket with a changed key name, ciphertext or HMAC is never used, and
     costs the attacker only a full handshake (no failure, nothing for other clients)."""
     keys = pausetls.TicketKeys.from_file(key_file)
-    ctx = make_server_context(server_cert, tls_version)
-    ctx.set_ticket_keys(keys)
-    server = start_server(ctx, echo_handler)
+    server = ticket_server(start_server, server_cert, tls_version, keys)
     saved = tmp_path / "session.pem"
-    assert b"\nNew, " in _s_client(openssl, peers, pki, server.server_port, tls_version, "-sess_out", str(saved))
-    assert b"\nReused, " in _s_client(openssl, peers, pki, server.server_port, tls_version, "-sess_in", str(saved))
+    assert b"\nNew, " in s_client_echo(peers, openssl, pki, server.server_port, tls_version, "-sess_out", str(saved))
+    assert b"\nReused, " in s_client_echo(peers, openssl, pki, server.server_port, tls_version, "-sess_in", str(saved))
     for offset, what in ((3, "key name"), (40, "ciphertext"), (-1, "HMAC")):
         forged = _tampered(saved, keys.current.name, offset)
-        out = _s_client(openssl, peers, pki, server.server_port, tls_version, "-sess_in", str(forged))
+        out = s_client_echo(peers, openssl, pki, server.server_port, tls_version, "-sess_in", str(forged))
         assert b"\nNew, " in out and b"ping\n" in out, f"{what}: {out.decode(errors='replace')}"
     assert keys.stats.unknown == 1  # the changed key name; the other two fail OpenSSL's HMAC check
     assert server.stats.handshakes_failed == 0

@@ -44,6 +44,13 @@ def check_ttl(ttl: object) -> int:
     return ttl
 
 
+def check_entry(key: object, value: object, ttl: object) -> int:
+    """The checks of every ``set``/``add``, in the order all stores run them; the ttl back."""
+    check_key(key)
+    check_value(value)
+    return check_ttl(ttl)
+
+
 def format_address(host: str, port: int) -> str:
     """``host:port``, with IPv6 literals in brackets as in URLs."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -53,6 +60,13 @@ def store_error(store: str, address: str, operation: str, exc: BaseException) ->
     """The error a networked store raises (``from exc``): names store, address and the original failure."""
     detail = str(exc) or "no details"
     return SessionStoreError(f"{store} at {address}: {operation} failed: {type(exc).__name__}: {detail}")
+
+
+def checked_get_reply(store: str, address: str, value: object) -> bytes | None:
+    """A client library's answer to GET: bytes or None, else the store's error (never a str or int to the cache)."""
+    if value is None or isinstance(value, bytes):
+        return value
+    raise store_error(store, address, "get", TypeError(f"unexpected reply {value!r:.60}"))
 
 
 def closed_error(store: str, address: str) -> SessionStoreError:
@@ -117,24 +131,17 @@ class RedisCommands:
 
     def get(self, key: str) -> bytes | None:
         check_key(key)
-        value: object = self._call("get", lambda: self._client.get(key))
-        if value is None or isinstance(value, bytes):
-            return value
-        raise store_error(self.store_name, self.address, "get", TypeError(f"unexpected reply {value!r:.60}"))
+        return checked_get_reply(self.store_name, self.address, self._call("get", lambda: self._client.get(key)))
 
     def set(self, key: str, value: bytes, ttl: int) -> None:
-        check_key(key)
-        check_value(value)
-        check_ttl(ttl)
+        check_entry(key, value, ttl)
         reply = self._call("set", lambda: self._client.set(key, value, ex=ttl))
         if reply is not True:
             raise store_error(self.store_name, self.address, "set", ValueError(f"unexpected reply {reply!r:.60}"))
 
     def add(self, key: str, value: bytes, ttl: int) -> bool:
         """SET NX with EX: True if this call stored *key* (it was absent)."""
-        check_key(key)
-        check_value(value)
-        check_ttl(ttl)
+        check_entry(key, value, ttl)
         reply = self._call("add", lambda: self._client.set(key, value, ex=ttl, nx=True))
         if reply not in (True, None):
             raise store_error(self.store_name, self.address, "add", ValueError(f"unexpected reply {reply!r:.60}"))

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ...drivers.asyncio import await_only
-from ._common import RedisCommands, check_key, check_ttl, check_value, closed_error, format_address, store_error
+from ._common import RedisCommands, check_entry, check_key, checked_get_reply, closed_error, format_address, store_error
 from .memory import MemoryStore
 
 __all__ = ["AsyncioMemcachedStore", "AsyncioRedisStore", "MemoryStore"]
@@ -25,7 +25,9 @@ T = TypeVar("T")
 class _AwaitingStore:
     """One client library's coroutines behind the synchronous `SessionStore` face."""
 
-    store_name = ""
+    # No value here: this class comes first in the stores' MRO, and a default
+    # would hide the name `RedisCommands` gives (errors said " at host" for redis).
+    store_name: str
 
     def __init__(self, address: str) -> None:
         self.address = address
@@ -112,23 +114,17 @@ class AsyncioMemcachedStore(_AwaitingStore):
 
     def get(self, key: str) -> bytes | None:
         check_key(key)
-        value: object = self._call("get", lambda: self._client.get(key.encode()))
-        if value is None or isinstance(value, bytes):
-            return value
-        raise store_error(self.store_name, self.address, "get", TypeError(f"unexpected reply {value!r:.60}"))
+        value = self._call("get", lambda: self._client.get(key.encode()))
+        return checked_get_reply(self.store_name, self.address, value)
 
     def set(self, key: str, value: bytes, ttl: int) -> None:
-        check_key(key)
-        check_value(value)
-        check_ttl(ttl)
+        check_entry(key, value, ttl)
         if not self._call("set", lambda: self._client.set(key.encode(), value, exptime=ttl)):
             raise store_error(self.store_name, self.address, "set", ValueError("not stored"))
 
     def add(self, key: str, value: bytes, ttl: int) -> bool:
         """memcached ``add``: True if this call stored *key* (it was absent)."""
-        check_key(key)
-        check_value(value)
-        check_ttl(ttl)
+        check_entry(key, value, ttl)
         return bool(self._call("add", lambda: self._client.add(key.encode(), value, exptime=ttl)))
 
     def delete(self, key: str) -> None:

@@ -16,18 +16,8 @@ except ImportError as exc:  # the client library is an extra
         "(or 'pausetls[stores]' for both stores)"
     ) from exc
 
-from ._common import (
-    Slots,
-    check_key,
-    check_pool_size,
-    check_rebind,
-    check_ttl,
-    check_value,
-    closed_error,
-    format_address,
-    store_error,
-    unbound_error,
-)
+from ._common import check_entry, check_key, format_address
+from ._pooled import PooledStore
 
 if TYPE_CHECKING:
     from ...core._driver import Driver
@@ -57,7 +47,7 @@ def _is_stale(sock: Any) -> bool:
     return bool(poller.poll(0))
 
 
-class MemcachedStore:
+class MemcachedStore(PooledStore):
     """A `SessionStore` on one memcached server.
 
     Its sockets and pool slots come from its *driver* (`gevent.socket` under
@@ -81,23 +71,11 @@ class MemcachedStore:
     ) -> None:
         self.host = host
         self.port = port
-        self.timeout = timeout
-        self.max_pool_size = check_pool_size(max_pool_size)
-        self.address = format_address(host, port)
-        self.driver: Driver | None = None
-        self._closed = False
-        self._slots: Slots | None = None
-        self._pool: Any = None
-        if driver is not None:
-            self.bind(driver)
+        self.max_pool_size = max_pool_size  # checked by PooledStore
+        super().__init__(format_address(host, port), timeout, max_pool_size, driver)
 
-    def bind(self, driver: Driver) -> None:
-        """Make sockets and slots with *driver* (once: `ValueError` for another driver later)."""
-        if not check_rebind(self.driver, driver, self):
-            return
-        self.driver = driver
-        self._slots = Slots(self.max_pool_size, self.timeout, driver)
-        self._pool = PooledClient(
+    def _open_pool(self, driver: Driver) -> Any:
+        return PooledClient(
             (self.host, self.port),
             connect_timeout=self.timeout,
             timeout=self.timeout,
@@ -108,15 +86,16 @@ class MemcachedStore:
             default_noreply=False,
         )
 
+    def _close_pool(self) -> None:
+        self._pool.close()
+
     def get(self, key: str) -> bytes | None:
         check_key(key)
         value: bytes | None = self._call("get", lambda client: client.get(key))  # raw bytes: no serde
         return value
 
     def set(self, key: str, value: bytes, ttl: int) -> None:
-        check_key(key)
-        check_value(value)
-        expire = _expire(check_ttl(ttl))
+        expire = _expire(check_entry(key, value, ttl))
 
         def store(client: Any) -> None:
             if client.set(key, value, expire=expire, noreply=False) is not True:
@@ -126,9 +105,7 @@ class MemcachedStore:
 
     def add(self, key: str, value: bytes, ttl: int) -> bool:
         """Set *key* only if it is absent (memcached ``add``): True if this call stored it."""
-        check_key(key)
-        check_value(value)
-        expire = _expire(check_ttl(ttl))
+        expire = _expire(check_entry(key, value, ttl))
         return bool(self._call("add", lambda client: client.add(key, value, expire=expire, noreply=False)))
 
     def delete(self, key: str) -> None:
@@ -142,25 +119,9 @@ class MemcachedStore:
 
         self._call("delete", remove)
 
-    def close(self) -> None:
-        """Close every pooled connection; later operations raise `SessionStoreError`."""
-        self._closed = True
-        if self._pool is not None:
-            self._pool.close()
-
-    def __repr__(self) -> str:
-        return f"<MemcachedStore {self.address}>"
-
     def _call(self, operation: str, fn: Callable[[Any], T]) -> T:
-        if self._closed:
-            raise closed_error(self.store_name, self.address)
-        if self._slots is None:
-            raise unbound_error(self.store_name, self.address)
-        try:
-            with self._slots(), self._client() as client:
-                return fn(client)
-        except Exception as exc:  # every library, socket or protocol failure becomes one error type
-            raise store_error(self.store_name, self.address, operation, exc) from exc
+        with self._operation(operation), self._client() as client:
+            return fn(client)
 
     @contextmanager
     def _client(self) -> Iterator[Any]:

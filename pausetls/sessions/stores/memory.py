@@ -7,7 +7,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from ._common import check_key, check_ttl, check_value, closed_error
+from ._common import check_entry, check_key, closed_error
 
 __all__ = ["MemoryStore", "DEFAULT_MAX_ENTRIES", "DEFAULT_MAX_BYTES"]
 
@@ -72,9 +72,7 @@ class MemoryStore:
             return entry[1]
 
     def set(self, key: str, value: bytes, ttl: int) -> None:
-        check_key(key)
-        check_value(value)
-        expires = self._clock() + check_ttl(ttl)
+        expires = self._clock() + check_entry(key, value, ttl)
         size = _entry_size(key, value)
         with self._lock:
             self._check_open()

@@ -19,16 +19,8 @@ except ImportError as exc:  # the client library is an extra
         "the redis session store needs redis-py: pip install 'pausetls[redis]' (or 'pausetls[stores]' for both stores)"
     ) from exc
 
-from ._common import (
-    RedisCommands,
-    Slots,
-    check_pool_size,
-    check_rebind,
-    closed_error,
-    format_address,
-    store_error,
-    unbound_error,
-)
+from ._common import RedisCommands, format_address
+from ._pooled import PooledStore
 
 if TYPE_CHECKING:
     from ...core._driver import Driver
@@ -80,7 +72,7 @@ def _no_client_info() -> dict[str, Any]:
     return {"driver_info": None} if "driver_info" in parameters else {"lib_name": None, "lib_version": None}
 
 
-class RedisStore(RedisCommands):
+class RedisStore(PooledStore, RedisCommands):
     """A `SessionStore` on one Redis server (SET with EX, GET, DEL).
 
     Its sockets and pool slots come from its *driver* (`gevent.socket` under
@@ -104,25 +96,13 @@ class RedisStore(RedisCommands):
         self.host = host
         self.port = port
         self.db = db
-        self.timeout = timeout
-        self.max_connections = check_pool_size(max_connections)
-        self.address = f"{format_address(host, port)}/{db}"
-        self.driver: Driver | None = None
+        self.max_connections = max_connections  # checked by PooledStore
         self._password = password
-        self._closed = False
-        self._slots: Slots | None = None
-        self._pool: Any = None
         self._client: Any = None
-        if driver is not None:
-            self.bind(driver)
+        super().__init__(f"{format_address(host, port)}/{db}", timeout, max_connections, driver)
 
-    def bind(self, driver: Driver) -> None:
-        """Make sockets and slots with *driver* (once: `ValueError` for another driver later)."""
-        if not check_rebind(self.driver, driver, self):
-            return
-        self.driver = driver
-        self._slots = Slots(self.max_connections, self.timeout, driver)
-        self._pool = redis.ConnectionPool(
+    def _open_pool(self, driver: Driver) -> Any:
+        pool = redis.ConnectionPool(
             connection_class=connection_class(driver.socket_module),
             max_connections=self.max_connections,
             host=self.host,
@@ -139,24 +119,12 @@ class RedisStore(RedisCommands):
             retry=Retry(NoBackoff(), 0),
             **_no_client_info(),
         )
-        self._client = redis.Redis(connection_pool=self._pool)
+        self._client = redis.Redis(connection_pool=pool)
+        return pool
 
-    def close(self) -> None:
-        """Disconnect every pooled connection; later operations raise `SessionStoreError`."""
-        self._closed = True
-        if self._pool is not None:
-            self._pool.disconnect()
-
-    def __repr__(self) -> str:
-        return f"<RedisStore {self.address}>"
+    def _close_pool(self) -> None:
+        self._pool.disconnect()
 
     def _call(self, operation: str, fn: Callable[[], T]) -> T:
-        if self._closed:
-            raise closed_error(self.store_name, self.address)
-        if self._slots is None:
-            raise unbound_error(self.store_name, self.address)
-        try:
-            with self._slots():
-                return fn()
-        except Exception as exc:  # every library, socket or protocol failure becomes one error type
-            raise store_error(self.store_name, self.address, operation, exc) from exc
+        with self._operation(operation):
+            return fn()
