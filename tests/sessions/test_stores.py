@@ -7,6 +7,7 @@ cooperation tests detect (and check they would detect, with the thread driver's 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -18,9 +19,11 @@ import gevent
 import pytest
 
 from pausetls.core.errors import SessionStoreError
+from pausetls.drivers.asyncio import greenlet_spawn
 from pausetls.drivers.gevent import gevent_driver
 from pausetls.drivers.threads import thread_driver
 from pausetls.stores import MemcachedStore, MemoryStore, RedisStore, SessionStore, store_from_url
+from pausetls.stores.asyncio_stores import AsyncioMemcachedStore
 
 from conftest import wait_until
 from gates import GENEROUS
@@ -342,12 +345,31 @@ def test_garbage_reply(kind: str, reply: bytes) -> None:
         liar.close()
 
 
-def test_memcached_ttl_over_30_days(request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize("bridge", ["gevent", "asyncio"])
+def test_memcached_ttl_over_30_days(request: pytest.FixtureRequest, bridge: str) -> None:
     # memcached takes an expiry above 30 days as a Unix time: sent raw it would be 1970, already past.
-    store = MemcachedStore(*request.getfixturevalue("memcached_server").address, driver=gevent_driver)
-    store.set("long", b"v", 31 * 24 * 3600)
-    assert store.get("long") == b"v"
-    store.close()
+    address = request.getfixturevalue("memcached_server").address
+    month = 31 * 24 * 3600
+
+    def set_add_get(store: Any) -> tuple[bool, bytes | None, bytes | None]:
+        store.set("long", b"v", month)
+        added = store.add("long-added", b"a", month)
+        return added, store.get("long"), store.get("long-added")
+
+    if bridge == "gevent":
+        store = MemcachedStore(*address, driver=gevent_driver)
+        assert set_add_get(store) == (True, b"v", b"a")
+        store.close()
+        return
+
+    async def main() -> tuple[bool, bytes | None, bytes | None]:
+        store = AsyncioMemcachedStore(*address)
+        try:
+            return await greenlet_spawn(set_add_get, store)  # type: ignore[no-any-return]
+        finally:
+            await store.aclose()
+
+    assert asyncio.run(main()) == (True, b"v", b"a")
 
 
 def test_redis_databases_are_separate(request: pytest.FixtureRequest) -> None:

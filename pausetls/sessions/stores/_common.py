@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -150,3 +151,13 @@ class RedisCommands:
     def delete(self, key: str) -> None:
         check_key(key)
         self._call("delete", lambda: self._client.delete(key))
+
+
+# memcached reads an expiry above 30 days as an absolute Unix time, not a
+# number of seconds: longer TTLs must be sent as a timestamp.
+_MAX_RELATIVE_EXPIRE = 30 * 24 * 3600
+
+
+def memcached_expiry(ttl: int) -> int:
+    """What to send memcached as the expiry of an entry that lives *ttl* seconds."""
+    return ttl if ttl <= _MAX_RELATIVE_EXPIRE else int(time.time()) + ttl

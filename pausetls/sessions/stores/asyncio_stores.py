@@ -14,7 +14,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ...drivers.asyncio import await_only
-from ._common import RedisCommands, check_entry, check_key, checked_get_reply, closed_error, format_address, store_error
+from ._common import (
+    RedisCommands,
+    check_entry,
+    check_key,
+    checked_get_reply,
+    closed_error,
+    format_address,
+    memcached_expiry,
+    store_error,
+)
 from .memory import MemoryStore
 
 __all__ = ["AsyncioMemcachedStore", "AsyncioRedisStore", "MemoryStore"]
@@ -118,14 +127,14 @@ class AsyncioMemcachedStore(_AwaitingStore):
         return checked_get_reply(self.store_name, self.address, value)
 
     def set(self, key: str, value: bytes, ttl: int) -> None:
-        check_entry(key, value, ttl)
-        if not self._call("set", lambda: self._client.set(key.encode(), value, exptime=ttl)):
+        expiry = memcached_expiry(check_entry(key, value, ttl))
+        if not self._call("set", lambda: self._client.set(key.encode(), value, exptime=expiry)):
             raise store_error(self.store_name, self.address, "set", ValueError("not stored"))
 
     def add(self, key: str, value: bytes, ttl: int) -> bool:
         """memcached ``add``: True if this call stored *key* (it was absent)."""
-        check_entry(key, value, ttl)
-        return bool(self._call("add", lambda: self._client.add(key.encode(), value, exptime=ttl)))
+        expiry = memcached_expiry(check_entry(key, value, ttl))
+        return bool(self._call("add", lambda: self._client.add(key.encode(), value, exptime=expiry)))
 
     def delete(self, key: str) -> None:
         check_key(key)

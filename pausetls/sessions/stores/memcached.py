@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import select
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -16,7 +15,7 @@ except ImportError as exc:  # the client library is an extra
         "(or 'pausetls[stores]' for both stores)"
     ) from exc
 
-from ._common import check_entry, check_key, format_address
+from ._common import check_entry, check_key, format_address, memcached_expiry
 from ._pooled import PooledStore
 
 if TYPE_CHECKING:
@@ -25,14 +24,6 @@ if TYPE_CHECKING:
 __all__ = ["MemcachedStore"]
 
 T = TypeVar("T")
-
-# memcached reads an expiry above 30 days as an absolute Unix time, not a
-# number of seconds: longer TTLs must be sent as a timestamp.
-_MAX_RELATIVE_EXPIRE = 30 * 24 * 3600
-
-
-def _expire(ttl: int) -> int:
-    return ttl if ttl <= _MAX_RELATIVE_EXPIRE else int(time.time()) + ttl
 
 
 def _is_stale(sock: Any) -> bool:
@@ -95,7 +86,7 @@ class MemcachedStore(PooledStore):
         return value
 
     def set(self, key: str, value: bytes, ttl: int) -> None:
-        expire = _expire(check_entry(key, value, ttl))
+        expire = memcached_expiry(check_entry(key, value, ttl))
 
         def store(client: Any) -> None:
             if client.set(key, value, expire=expire, noreply=False) is not True:
@@ -105,7 +96,7 @@ class MemcachedStore(PooledStore):
 
     def add(self, key: str, value: bytes, ttl: int) -> bool:
         """Set *key* only if it is absent (memcached ``add``): True if this call stored it."""
-        expire = _expire(check_entry(key, value, ttl))
+        expire = memcached_expiry(check_entry(key, value, ttl))
         return bool(self._call("add", lambda client: client.add(key, value, expire=expire, noreply=False)))
 
     def delete(self, key: str) -> None:
