@@ -184,7 +184,12 @@ def sslyze() -> list[str]:
             shutil.rmtree(partial, ignore_errors=True)
             output = (exc.stderr or b"").decode(errors="replace")[-2000:]
             pytest.fail(f"cannot install sslyze {SSLYZE_VERSION} into a virtualenv: {exc}\n{output}")
-        os.replace(partial, venv)  # whole or not at all; `python -m sslyze` does not care where the venv was made
+        try:
+            os.replace(partial, venv)  # whole or not at all; `python -m sslyze` does not care where the venv was made
+        except OSError:  # another test run on this machine made it meanwhile: use theirs
+            shutil.rmtree(partial, ignore_errors=True)
+            if not python.exists():
+                raise
     return [str(python), "-m", "sslyze"]
 
 
