@@ -164,6 +164,7 @@ void SSL_CTX_sess_set_get_cb(SSL_CTX *,
     SSL_SESSION *(*)(SSL *, const unsigned char *, int, int *));
 int SSL_CTX_set_num_tickets(SSL_CTX *, size_t);
 int SSL_CTX_set_ex_data(SSL_CTX *, int, void *);
+int SSL_CTX_up_ref(SSL_CTX *);
 void *SSL_CTX_get_ex_data(const SSL_CTX *, int);
 void SSL_CTX_set_alpn_select_cb(SSL_CTX *,
     int (*)(SSL *, const unsigned char **, unsigned char *,
@@ -209,6 +210,7 @@ int SSL_shutdown(SSL *);
 int SSL_get_shutdown(const SSL *);
 void SSL_set_shutdown(SSL *, int);
 int SSL_set_ex_data(SSL *, int, void *);
+int SSL_up_ref(SSL *);
 void *SSL_get_ex_data(const SSL *, int);
 int SSL_get_ex_data_X509_STORE_CTX_idx(void);
 long SSL_set_tlsext_host_name(SSL *, char *);

@@ -136,6 +136,15 @@ class Context:
         lib.SSL_CTX_set_tlsext_servername_callback(self._ctx, lib.pausetls_servername_cb)
         lib.SSL_CTX_set_cert_verify_callback(self._ctx, lib.pausetls_cert_verify_cb, ffi.NULL)
 
+    def __del__(self) -> None:
+        # The SSL_CTX may outlive this object: its connections hold it, and when they become garbage
+        # together, the cycle collector may free this object's handle before their SSL_free calls the
+        # remove-session callback.  Finalizers run before anything is cleared (PEP 442): from here on
+        # callbacks find no Context rather than a dead handle.
+        ctx = getattr(self, "_ctx", None)
+        if ctx is not None:
+            lib.SSL_CTX_set_ex_data(ctx, _EX_DATA_INDEX, ffi.NULL)
+
     # -- certificates and keys -------------------------------------------
 
     def use_certificate_chain_file(self, certfile: str | bytes | os.PathLike[Any]) -> None:

@@ -827,6 +827,13 @@ class TLSSocket:
         ptr, self._ssl = self._ssl, None
         ffi.release(ptr)
 
+    def __del__(self) -> None:
+        # as `Context.__del__`: an SSL that outlives this object (freed later in the same garbage
+        # cycle) must call back with no connection, not with a dead handle
+        ssl = getattr(self, "_ssl", None)
+        if ssl is not None:
+            lib.SSL_set_ex_data(ssl, _EX_DATA_INDEX, ffi.NULL)
+
     def __enter__(self) -> TLSSocket:
         return self
 
