@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import pausetls
@@ -27,32 +28,34 @@ def _raw(cdata: Any, ctype: str) -> Any:
     return ffi.cast(ctype, int(ffi.cast("uintptr_t", cdata)))
 
 
-def test_an_ssl_ctx_outliving_its_context_has_no_handle_left(server_cert: Issued) -> None:
-    ctx = make_server_context(server_cert)
-    raw = _raw(ctx._ctx, "SSL_CTX *")
-    assert lib.SSL_CTX_up_ref(raw) == 1  # what a connection's SSL does
-    assert lib.SSL_CTX_get_ex_data(raw, 0) != ffi.NULL
-    ctx.cycle = ctx  # only the cycle collector frees it, as in a server's teardown
-    del ctx
+def _handle_left(owner: list[Any], raw: Any, get_ex_data: Callable[[Any, int], Any]) -> Any:
+    """What *raw*'s ex_data holds once its owner (the list's only item, taken out here) is collected; only
+    the cycle collector can free it, as in a server's teardown."""
+    assert get_ex_data(raw, 0) != ffi.NULL
+    item = owner.pop()
+    item.cycle = item
+    del item
     gc.collect()
+    return get_ex_data(raw, 0)
+
+
+def test_an_ssl_ctx_outliving_its_context_has_no_handle_left(server_cert: Issued) -> None:
+    owner = [make_server_context(server_cert)]
+    raw = _raw(owner[0]._ctx, "SSL_CTX *")
+    assert lib.SSL_CTX_up_ref(raw) == 1  # what a connection's SSL does
     try:
-        assert lib.SSL_CTX_get_ex_data(raw, 0) == ffi.NULL
+        assert _handle_left(owner, raw, lib.SSL_CTX_get_ex_data) == ffi.NULL
     finally:
         lib.SSL_CTX_free(raw)
 
 
 def test_an_ssl_outliving_its_connection_has_no_handle_left(server_cert: Issued) -> None:
-    ctx = make_server_context(server_cert)
     a, b = socket.socketpair()
-    conn = pausetls.TLSSocket(ctx, a, server_side=True, driver=thread_driver)
-    raw = _raw(conn._ssl, "SSL *")
+    owner = [pausetls.TLSSocket(make_server_context(server_cert), a, server_side=True, driver=thread_driver)]
+    raw = _raw(owner[0]._ssl, "SSL *")
     assert lib.SSL_up_ref(raw) == 1
-    assert lib.SSL_get_ex_data(raw, 0) != ffi.NULL
-    conn.cycle = conn
-    del conn
-    gc.collect()
     try:
-        assert lib.SSL_get_ex_data(raw, 0) == ffi.NULL
+        assert _handle_left(owner, raw, lib.SSL_get_ex_data) == ffi.NULL
     finally:
         lib.SSL_free(raw)
         _live.release("tls_sockets")  # abandoned on purpose: it was never closed, which is what counts it
