@@ -238,6 +238,10 @@ class TLSSocket:
                     outcome = _WANTS.get((ret, error)) or _Outcome(ret, error, 0, [])
         finally:
             setattr(caller, _CALL_ATTRIBUTE, outer)
+            # an exception raised below keeps this frame in its traceback, and a logged exception outlives
+            # the call: under threads `caller` is the thread's main greenlet, which must not outlive its
+            # thread (seen: the collector crashed on it, freed, in a traceback of a thread-driver test)
+            del caller
             job, self.job = self.job, None
             self._in_call = None
             if job is not None:

@@ -52,24 +52,27 @@ def in_bridge() -> bool:
 
 def await_only(awaitable: Awaitable[Any]) -> Any:
     """From synchronous code run by `greenlet_spawn`: await *awaitable* in the task and return its result."""
-    current = getcurrent()
-    if not isinstance(current, _Bridge):
+    if not in_bridge():
         raise PauseError("await_only() outside pausetls.asyncio: only code run by greenlet_spawn can await")
-    return current.parent.switch(awaitable)
+    # no greenlet in a local: a traceback through here must not hold the loop thread's greenlets (`TLSSocket._call`)
+    return getcurrent().parent.switch(awaitable)
 
 
 async def greenlet_spawn(fn: Callable[..., Any], *args: Any) -> Any:
     """Run ``fn(*args)`` in a greenlet; each `await_only` inside is awaited here, in the calling task."""
     bridge = _Bridge(fn, getcurrent(), asyncio.current_task())
-    request = bridge.switch(*args)
-    while not bridge.dead:
-        try:
-            value = await _before_deadline(request, bridge.deadline)
-        except BaseException as exc:  # noqa: BLE001 - cancellation included: the sync code decides
-            request = bridge.throw(exc)
-        else:
-            request = bridge.switch(value)
-    return request
+    try:
+        request = bridge.switch(*args)
+        while not bridge.dead:
+            try:
+                value = await _before_deadline(request, bridge.deadline)
+            except BaseException as exc:  # noqa: BLE001 - cancellation included: the sync code decides
+                request = bridge.throw(exc)
+            else:
+                request = bridge.switch(value)
+        return request
+    finally:
+        del bridge  # not kept by a traceback past the loop's thread (see await_only)
 
 
 async def _before_deadline(awaitable: Awaitable[Any], deadline: float | None, message: str = "timed out") -> Any:
@@ -257,6 +260,7 @@ class AsyncioDriver:
             raise TimeoutError.after(timeout) from exc
         finally:
             current.deadline = previous
+            del current  # not kept by a traceback past the loop's thread (see await_only)
 
     def defer(self, fn: Callable[..., Any], *args: Any) -> None:
         try:
