@@ -379,9 +379,8 @@ def markdown(results: Results) -> str:
         "|---|---|---|---|",
     ]
     for row in results["headline"]:
-        value = "-" if row["value"] is None else f"{row['value']:.2f}"
         name = f"{row['name']} ({row['note']})" if row["note"] else row["name"]
-        lines.append(f"| {name} | {value} | {row['target']} | {row['gap']} |")
+        lines.append(f"| {name} | {_shown(row['value'])} | {row['target']} | {row['gap']} |")
     for scenario in results["scenarios"]:
         cells = [r for r in results["cells"] if r["cell"]["scenario"] == scenario["name"]]
         if not cells:
